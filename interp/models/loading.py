@@ -91,10 +91,10 @@ def wrap(obj: Any, tokenizer: Any = None) -> HookedModel:
         return obj
     kind = type(obj).__module__.split(".")[0]
     if kind == "nnsight":
-        inner = getattr(obj, "_model", None)
-        if inner is None:
+        inner = obj.__dict__.get("_module") or obj.__dict__.get("_model")  # the Envoy's wrapped torch module
+        if not isinstance(inner, nn.Module):
             raise TypeError("wrap(obj): this nnsight object holds no model (expected an NNsight/LanguageModel)")
-        return wrap(inner, tokenizer=tokenizer or getattr(obj, "tokenizer", None))
+        return wrap(inner, tokenizer=tokenizer or obj.__dict__.get("tokenizer"))
     if kind == "transformer_lens":
         from interp.models.tl_adapter import TLModel
 

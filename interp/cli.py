@@ -1,0 +1,76 @@
+"""The ``interp`` command line: ``interp info MODEL`` and the verbs other modules register.
+
+Each verb module exposes ``register(subparsers)``, adding its parser and setting ``func`` (a callable taking the
+parsed namespace and returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+# Modules that add verbs (each has ``register(subparsers)``); a verb whose module is missing is skipped.
+_VERB_MODULES = ("interp.saes.cli",)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from interp.models import load_model
+
+    model = load_model(args.model)
+    sites = model.site_names()
+    print(f"model     {args.model}")
+    print(f"arch      {model.arch}")
+    print(f"layers    {model.n_layers}")
+    print(f"heads     {model.n_heads}")
+    print(f"kv-heads  {model.n_kv_heads}")
+    print(f"d_model   {model.d_model}")
+    print(f"d_head    {model.d_head}")
+    print(f"d_vocab   {model.d_vocab}")
+    print(f"sites     {len(sites)}")
+    if args.all_sites:
+        shown = sites
+    else:  # one layer's worth is enough to see the naming; the rest repeat it
+        shown = [s for s in sites if not s.startswith("blocks.") or s.startswith("blocks.0.")]
+        if len(shown) < len(sites):
+            print(f"          (layer 0 shown; layers 1..{model.n_layers - 1} repeat it; --all-sites lists all)")
+    for name in shown:
+        print(f"  {name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interp", description="Mechanistic interpretability toolkit.")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    info = sub.add_parser("info", help="print a model's structure and hook sites",
+                          description="Print a model's layers, heads, kv-heads, d_model and hook site names.")
+    info.add_argument("model", help="'smollm2' (the embedded model) or a path to a local HF checkpoint folder")
+    info.add_argument("--all-sites", action="store_true", help="list every site (default: hook_embed, layer 0, final)")
+    info.set_defaults(func=_info)
+    for module_name in _VERB_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, KeyError, TypeError, FileNotFoundError, ModuleNotFoundError, IndexError) as err:
+        print(f"interp {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

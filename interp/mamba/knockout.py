@@ -1,0 +1,133 @@
+"""Attention knockout for Mamba: block the information flow from source positions to target positions.
+
+Endy et al. 2025, following Sharma et al. 2024 ("Locating and Editing Factual Associations in Mamba"): for
+each target position i the scan reads a *shadow state* in which the contributions ``B̄_j x_j`` of the blocked
+sources j were never added,
+
+    h̃_i = Σ_{j<=i, j∉S} (Π_{k=j+1..i} Ā_k) B̄_j x_j,    ỹ_i = C_i h̃_i + D x_i,
+
+which is the same as zeroing the implicit attention ``α_ij`` (Ali et al. 2024, see
+:mod:`interp.mamba.implicit_attention`) for i ∈ targets, j ∈ sources. Non-target positions are unchanged.
+
+Implementation: hooks on ``hook_conv_out``, ``hook_dt``, ``hook_B``, ``hook_C`` of each chosen layer record the
+scan inputs of the current forward pass (they fire before ``hook_y``), and a hook on ``hook_y`` subtracts
+``Σ_{j∈S, j<=i} α_ij x_j`` at the target rows. Cost per layer: ``O(batch · |targets| · T · d_inner · N)``.
+
+What is *not* blocked: the causal conv1d before the scan mixes the ``d_conv - 1`` previous tokens into
+``x_i`` (and so into Δ_i, B_i, C_i), so a source within ``d_conv - 1`` positions of a target still reaches it
+through the conv in the knocked-out layer (Sharma et al. note the same); the skip ``D x_i`` is the target's own
+term. Knock out earlier layers too, or keep sources at least ``d_conv`` positions before targets, when that
+matters. A source equal to the target removes ``α_ii x_i`` (but never ``D x_i``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+from interp.mamba.implicit_attention import CHUNK_ELEMENTS, _check_mamba, mamba1_alpha, mamba2_alpha, scan_sites, ssm_params
+
+__all__ = ["block_mask", "knockout_hooks", "knockout", "run_with_knockout"]
+
+Positions = int | Sequence[int] | Tensor
+
+
+def _position_mask(pos: Positions, batch: int, T: int, arg: str) -> Tensor:
+    """``[batch, T]`` bool from positions (ints, negatives count from the end) or a bool tensor ``[T]``/``[b, T]``."""
+    if isinstance(pos, Tensor) and pos.dtype == torch.bool:
+        if pos.shape not in ((T,), (batch, T), (1, T)):
+            raise ValueError(f"{arg}: a bool mask must have shape [{T}] or [{batch}, {T}]; got {tuple(pos.shape)}")
+        return pos.reshape(-1, T).expand(batch, T)
+    idx = [pos] if isinstance(pos, int) else [int(p) for p in (pos.tolist() if isinstance(pos, Tensor) else pos)]
+    if not idx:
+        raise ValueError(f"{arg} is empty; expected at least one position")
+    bad = [p for p in idx if not -T <= p < T]
+    if bad:
+        raise IndexError(f"{arg}: positions {bad} are out of range for a sequence of {T} tokens")
+    mask = torch.zeros(T, dtype=torch.bool)
+    mask[[p % T for p in idx]] = True
+    return mask.expand(batch, T)
+
+
+def block_mask(sources: Positions, targets: Positions, batch: int, T: int) -> Tensor:
+    """``[batch, T, T]`` bool: ``[b, i, j]`` is True when the flow j -> i is blocked (i in targets, j in sources,
+    j <= i)."""
+    src = _position_mask(sources, batch, T, "sources")
+    tgt = _position_mask(targets, batch, T, "targets")
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    return tgt[:, :, None] & src[:, None, :] & causal
+
+
+def _blocked_flow(model, layer: int, scan: dict[str, Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
+    """``(rows, Σ_j α_ij mask_ij x_j)`` for the target rows: ``[R]`` and ``[b, R, d_inner]`` / ``[b, R, H, P]``."""
+    x, dt, B, C = scan["x"], scan["dt"], scan["B"], scan["C"]
+    mask = mask.to(x.device)
+    rows = mask.any(-1).any(0).nonzero().flatten()
+    A, _ = ssm_params(model, layer)
+    m = mask[:, rows].to(torch.float64)  # [b, R, T]
+    b, T = x.shape[:2]
+    if model.arch == "mamba":
+        d = x.shape[-1]
+        step = max(1, CHUNK_ELEMENTS // (b * max(1, len(rows)) * T))
+        parts = []
+        for c in range(0, d, step):
+            alpha = mamba1_alpha(dt[..., c:c + step], B, C, A[c:c + step], rows=rows)  # [b, d, R, T]
+            parts.append(torch.einsum("bdrj,brj,bjd->brd", alpha, m, x[..., c:c + step].to(torch.float64)))
+        return rows, torch.cat(parts, -1)
+    alpha = mamba2_alpha(dt, B, C, A, rows=rows)  # [b, H, R, T]
+    return rows, torch.einsum("bhrj,brj,bjhp->brhp", alpha, m, x.to(torch.float64))
+
+
+def knockout_hooks(
+    model, sources: Positions, targets: Positions, layers: int | Sequence[int] | None = None
+) -> list[tuple[str, object]]:
+    """The ``(site, fn)`` pairs that block sources -> targets in ``layers`` (all by default); pass them to
+    ``model.hooks(...)`` / ``run_with_hooks`` together with your own hooks."""
+    _check_mamba(model)
+    layers = model.check_layers(layers)
+    pairs: list[tuple[str, object]] = []
+    for layer in layers:
+        sites = scan_sites(layer)
+        scan: dict[str, Tensor] = {}
+
+        def record(act: Tensor, *, hook, _scan=scan) -> None:
+            _scan[hook.name.rsplit("hook_", 1)[1]] = act
+
+        def subtract(y: Tensor, *, hook, _scan=scan, _layer=layer) -> Tensor:
+            got = {"x": _scan.get("conv_out"), "dt": _scan.get("dt"), "B": _scan.get("B"), "C": _scan.get("C")}
+            if any(v is None for v in got.values()):
+                raise RuntimeError(f"knockout at layer {_layer}: the scan inputs were not recorded before hook_y")
+            mask = block_mask(sources, targets, y.shape[0], y.shape[1])
+            rows, flow = _blocked_flow(model, _layer, got, mask)
+            out = y.clone()
+            out[:, rows] = (y[:, rows].to(torch.float64) - flow).to(y.dtype)
+            _scan.clear()
+            return out
+
+        pairs += [(sites[k], record) for k in ("x", "dt", "B", "C")] + [(sites["y"], subtract)]
+    return pairs
+
+
+@contextmanager
+def knockout(
+    model, sources: Positions, targets: Positions, layers: int | Sequence[int] | None = None
+) -> Iterator[object]:
+    """``with knockout(model, sources=[2, 3], targets=[-1], layers=range(4)): logits = model(tokens)`` --
+    every forward pass inside the block has the flows sources -> targets removed from the chosen layers' scans.
+
+    ``sources`` / ``targets``: positions (ints; negatives count from the end) shared by the batch, or bool masks
+    ``[pos]`` / ``[batch, pos]``.
+    """
+    with model.hooks(knockout_hooks(model, sources, targets, layers)):
+        yield model
+
+
+def run_with_knockout(
+    model, tokens, sources: Positions, targets: Positions, layers: int | Sequence[int] | None = None
+) -> Tensor:
+    """Logits ``[batch, pos, d_vocab]`` of one forward pass with sources -> targets knocked out in ``layers``."""
+    tokens = model.check_tokens(tokens)
+    return model.run_with_hooks(tokens, fwd_hooks=knockout_hooks(model, sources, targets, layers))

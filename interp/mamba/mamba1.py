@@ -1,0 +1,91 @@
+"""The Mamba-1 mixer (selective SSM block) in plain torch, with hook sites.
+
+Gu & Dao 2023, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces", Algorithm 2 and Figure 3;
+numerics follow ``transformers``' ``MambaMixer`` torch path (``modeling_mamba.py``). Parameter names match HF's
+(``in_proj``, ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``D``, ``out_proj``) so weights copy over by name.
+
+Forward, with the sites it fires (under ``blocks.{l}.mixer.``; T = pos):
+
+    x, z  = in_proj(u).chunk(2)                       hook_x [b,T,d_inner], hook_gate [b,T,d_inner]
+    x     = silu(causal_conv1d(x))                    hook_conv_out [b,T,d_inner]  (the scan input)
+    δ, B, C = x_proj(x).split(dt_rank, N, N)
+    Δ     = softplus(dt_proj(δ))  (incl. bias)        hook_dt [b,T,d_inner]; hook_B, hook_C [b,T,N]
+    h_t   = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t          hook_ssm_state [b,T,d_inner,N]  (A = -exp(A_log))
+    y_t   = C_t h_t + D x_t                           hook_y [b,T,d_inner]
+    out   = out_proj(y * silu(z))                     hook_out [b,T,d_model]
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from interp.mamba.config import MambaSpec
+from interp.mamba.scan import mamba1_readout, rescan_patched, selective_scan_chunked
+
+if TYPE_CHECKING:
+    from interp.mamba.model import MixerSites
+
+__all__ = ["Mamba1Mixer", "MAMBA1_SITES", "causal_conv"]
+
+MAMBA1_SITES = ("hook_x", "hook_gate", "hook_conv_out", "hook_dt", "hook_B", "hook_C", "hook_ssm_state", "hook_y",
+                "hook_out")
+
+
+def causal_conv(conv: nn.Conv1d, x: Tensor) -> Tensor:
+    """Depthwise causal conv1d over ``x [b, T, c]`` (left padding ``k - 1``), then SiLU; returns ``[b, T, c]``."""
+    T = x.shape[1]
+    out = F.conv1d(x.transpose(1, 2).to(conv.weight.dtype), conv.weight, conv.bias,
+                   padding=conv.kernel_size[0] - 1, groups=conv.groups)[..., :T]
+    return F.silu(out).transpose(1, 2).to(x.dtype)
+
+
+class Mamba1Mixer(nn.Module):
+    """One Mamba-1 mixer; ``forward(u, sites)`` maps ``[b, T, d_model]`` to ``[b, T, d_model]``."""
+
+    def __init__(self, spec: MambaSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        d, n, r = spec.d_inner, spec.d_state, spec.dt_rank
+        self.in_proj = nn.Linear(spec.d_model, 2 * d, bias=spec.use_bias)
+        self.conv1d = nn.Conv1d(d, d, spec.d_conv, groups=d, padding=spec.d_conv - 1, bias=spec.use_conv_bias)
+        self.x_proj = nn.Linear(d, r + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(r, d, bias=True)
+        self.A_log = nn.Parameter(torch.zeros(d, n))
+        self.D = nn.Parameter(torch.ones(d))
+        self.out_proj = nn.Linear(d, spec.d_model, bias=spec.use_bias)
+
+    @property
+    def A(self) -> Tensor:
+        """The continuous-time state matrix ``A = -exp(A_log)`` ``[d_inner, N]`` (float32)."""
+        return -torch.exp(self.A_log.float())
+
+    def forward(self, u: Tensor, sites: "MixerSites") -> Tensor:
+        s = self.spec
+        x, z = self.in_proj(u).chunk(2, dim=-1)
+        x = sites.fire("hook_x", x)
+        z = sites.fire("hook_gate", z)
+        x = sites.fire("hook_conv_out", causal_conv(self.conv1d, x))
+        low, B, C = self.x_proj(x).split([s.dt_rank, s.d_state, s.d_state], dim=-1)
+        dt = sites.fire("hook_dt", F.softplus(F.linear(low, self.dt_proj.weight, self.dt_proj.bias).float()))
+        B = sites.fire("hook_B", B)
+        C = sites.fire("hook_C", C)
+        if sites.hooked("hook_ssm_state"):
+            y = self._scan_per_step(x, dt, B, C, sites)
+        else:
+            y, _, _ = selective_scan_chunked(x, dt, self.A, B, C, self.D, return_states=False)
+        y = sites.fire("hook_y", y)
+        out = self.out_proj((y * F.silu(z.float())).to(u.dtype))
+        return sites.fire("hook_out", out)
+
+    def _scan_per_step(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor, sites: "MixerSites") -> Tensor:
+        """Materialise every state, fire ``hook_ssm_state`` and continue from any patched state."""
+        A, D = self.A, self.D
+        y, states, _ = selective_scan_chunked(x, dt, A, B, C, D)
+        before = states.clone()
+        after = rescan_patched(before, sites.fire("hook_ssm_state", states), lambda p, q, h: selective_scan_chunked(
+            x[:, p:q], dt[:, p:q], A, B[:, p:q], C[:, p:q], D, h0=h)[1])
+        return y if after is before else mamba1_readout(after, x, C, D)

@@ -1,0 +1,138 @@
+"""``HookedMamba``: Mamba-1 / Mamba-2 causal LMs in plain torch behind the ``HookedModel`` interface.
+
+Gu & Dao 2023 (Mamba-1) and Dao & Gu 2024 (Mamba-2). Load weights with :func:`interp.mamba.from_hf`.
+
+Sites (T = pos), in forward order:
+
+- ``hook_embed`` [b,T,d_model]; per block ``blocks.{l}.hook_resid_pre``, the mixer sites
+  ``blocks.{l}.mixer.hook_*`` (see :mod:`interp.mamba.mamba1` / :mod:`interp.mamba.mamba2`),
+  ``blocks.{l}.hook_mixer_out`` (= the mixer's ``hook_out``, after it), ``blocks.{l}.hook_resid_post``;
+  ``ln_final.hook_normalized`` [b,T,d_model] (TransformerLens convention: ``x / rms(x)``, before the norm weight).
+- A replacement returned by a hook is used downstream (replacing ``hook_dt`` changes the scan, etc.).
+
+Scan paths: runs that do not hook ``hook_ssm_state`` use the fast chunked scans (Mamba-1:
+:func:`~interp.mamba.scan.selective_scan_chunked`; Mamba-2: chunked SSD). Hooking ``blocks.{l}.mixer.hook_ssm_state``
+makes that layer materialise every state ``h_t`` and fire the hook once with ``[b, T, ...]``. States the hooks
+change are taken as h_t and the recurrence is re-run after them (:func:`~interp.mamba.scan.rescan_patched`):
+patching step t changes y_t and all later steps, never earlier ones. A cache hook at the same site records the
+states as the hook chain returned them (patched steps, not their downstream recomputation; ``hook_y`` has that).
+
+Head axis: Mamba-2's ``n_heads`` are the SSM heads (``d_head`` = head_dim). Mamba-1 has no heads; ``n_heads`` is
+the number of contiguous channel groups used as the implicit-attention head axis: the largest divisor of
+``d_inner`` that is at most 8 (:func:`~interp.mamba.config.mamba1_groups`), ``d_head = d_inner // n_heads``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from interp.hooks import HookRegistry
+from interp.mamba.config import MambaSpec, mamba1_groups
+from interp.mamba.mamba1 import MAMBA1_SITES, Mamba1Mixer
+from interp.mamba.mamba2 import MAMBA2_SITES, Mamba2Mixer
+from interp.models.base import HookedModel
+
+__all__ = ["HookedMamba", "MambaBlock", "RMSNorm", "MixerSites"]
+
+
+class MixerSites:
+    """What a mixer needs from the hook registry: fire and query the sites under one prefix."""
+
+    __slots__ = ("registry", "prefix")
+
+    def __init__(self, registry: HookRegistry, prefix: str) -> None:
+        self.registry, self.prefix = registry, prefix
+
+    def fire(self, short: str, act: Tensor) -> Tensor:
+        return self.registry.fire(self.prefix + short, act)
+
+    def hooked(self, short: str) -> bool:
+        return self.registry.hooked(self.prefix + short)
+
+
+class RMSNorm(nn.Module):
+    """``weight * x / sqrt(mean(x^2) + eps)``, computed in float32 (HF ``MambaRMSNorm``)."""
+
+    def __init__(self, d: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """``x / rms(x)`` in ``x``'s dtype, without the weight."""
+        h = x.float()
+        return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.weight * self.normalize(x)
+
+
+class MambaBlock(nn.Module):
+    """Pre-norm residual block: ``resid + mixer(norm(resid))`` (residual in float32 if the spec says so)."""
+
+    def __init__(self, spec: MambaSpec, layer: int) -> None:
+        super().__init__()
+        self.spec, self.layer = spec, layer
+        self.norm = RMSNorm(spec.d_model, spec.eps)
+        self.mixer = Mamba1Mixer(spec) if spec.arch == "mamba" else Mamba2Mixer(spec)
+
+    def forward(self, resid: Tensor, registry: HookRegistry) -> Tensor:
+        pre = f"blocks.{self.layer}."
+        resid = registry.fire(pre + "hook_resid_pre", resid)
+        mixed = self.mixer(self.norm(resid.to(self.norm.weight.dtype)), MixerSites(registry, pre + "mixer."))
+        mixed = registry.fire(pre + "hook_mixer_out", mixed)
+        base = resid.float() if self.spec.residual_in_fp32 else resid
+        return registry.fire(pre + "hook_resid_post", base + mixed)
+
+
+class HookedMamba(HookedModel):
+    """A Mamba-1 (``arch="mamba"``) or Mamba-2 (``arch="mamba2"``) causal LM with hook sites (module docstring).
+
+    Extra attributes: ``spec`` (:class:`~interp.mamba.config.MambaSpec`), ``d_inner``, ``d_state``.
+    """
+
+    def __init__(self, spec: MambaSpec, tokenizer=None) -> None:
+        super().__init__(tokenizer)
+        self.spec = spec
+        self.arch = spec.arch
+        self.n_layers, self.d_model, self.d_vocab = spec.n_layers, spec.d_model, spec.d_vocab
+        self.d_inner, self.d_state = spec.d_inner, spec.d_state
+        self.n_heads = spec.n_ssm_heads if spec.arch == "mamba2" else mamba1_groups(spec.d_inner)
+        self.n_kv_heads = self.n_heads
+        self.d_head = spec.d_inner // self.n_heads
+        self.embed = nn.Embedding(spec.d_vocab, spec.d_model)
+        self.blocks = nn.ModuleList(MambaBlock(spec, layer) for layer in range(spec.n_layers))
+        self.ln_final = RMSNorm(spec.d_model, spec.eps)
+        self.unembed = nn.Linear(spec.d_model, spec.d_vocab, bias=False)
+        if spec.tie_embeddings:
+            self.unembed.weight = self.embed.weight
+
+    def _site_names(self) -> list[str]:
+        mixer = MAMBA1_SITES if self.arch == "mamba" else MAMBA2_SITES
+        names = ["hook_embed"]
+        for layer in range(self.n_layers):
+            names.append(f"blocks.{layer}.hook_resid_pre")
+            names.extend(f"blocks.{layer}.mixer.{s}" for s in mixer)
+            names.extend((f"blocks.{layer}.hook_mixer_out", f"blocks.{layer}.hook_resid_post"))
+        names.append("ln_final.hook_normalized")
+        return names
+
+    def _logits(self, tokens: Tensor) -> Tensor:
+        reg = self._registry
+        resid = reg.fire("hook_embed", self.embed(tokens))
+        for block in self.blocks:
+            resid = block(resid, reg)
+        w = self.ln_final.weight
+        normed = reg.fire("ln_final.hook_normalized", self.ln_final.normalize(resid.to(w.dtype)))
+        hidden = w * normed
+        return self.unembed(hidden.to(self.unembed.weight.dtype)).float()
+
+    def attention_patterns(self, tokens, layers: int | Sequence[int] | None = None) -> Tensor:
+        """Implicit attention ``[layer, batch, head, query, key]`` (Ali et al. 2024), from
+        :func:`interp.mamba.implicit_attention.attention_patterns`; see there for the head axis."""
+        from interp.mamba.implicit_attention import attention_patterns
+
+        return attention_patterns(self, tokens, layers)

@@ -1,0 +1,262 @@
+"""Selective-scan algorithms for Mamba-1 and Mamba-2: sequential references and fast chunked versions.
+
+The recurrence (Gu & Dao 2023, eq. 2a-2b with zero-order-hold Ā and Euler B̄, as in the reference code):
+
+    h_t = Ā_t h_{t-1} + B̄_t x_t,    y_t = C_t h_t + D x_t,    Ā_t = exp(Δ_t A),    B̄_t = Δ_t B_t.
+
+- Mamba-1: per channel d with a diagonal A[d, :] of size N, so the state is ``[batch, d_inner, N]``.
+- Mamba-2 (Dao & Gu 2024, "Transformers are SSMs", SSD): A is a scalar per head, the state is
+  ``[batch, H, P, N]``, and head h reads B/C of group ``h // (H // G)``.
+
+Everything is computed in float32 (float64 if the inputs are float64). Decays are only ever exponentiated from
+non-positive log-space sums (``Δ A <= 0``), so nothing overflows; underflow to 0 is the exact limit.
+
+Algorithms:
+
+- ``*_scan_ref``: a Python loop over positions, the plain reference (tests only).
+- :func:`diag_scan` (Mamba-1 fast path, and both archs' per-step states): the recurrence by chunks of length L,
+  all chunks at once, in two passes with a pass over chunk boundaries between them: ~2 L + T / L Python steps
+  instead of T, each on a block that stays in cache. Can return every state.
+- :func:`ssd_scan_chunked`: Mamba-2's chunked SSD (Dao & Gu 2024, section 6): quadratic "attention" form inside
+  each chunk with a stable segment sum, a recurrence over chunk states between chunks; never materialises
+  per-step states.
+- :func:`rescan_patched`: given the states a hook received and the ones it returned, the states that follow
+  when every changed state is taken as h_t and the recurrence is re-run after it (see the function).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "selective_scan_ref", "ssd_scan_ref", "diag_scan", "auto_chunk", "group_to_heads", "selective_scan_chunked",
+    "ssd_states_chunked", "ssd_scan_chunked", "mamba1_readout", "mamba2_readout", "rescan_patched",
+]
+
+
+def _dtype(*ts: Tensor) -> torch.dtype:
+    out = torch.float32
+    for t in ts:
+        out = torch.promote_types(out, t.dtype)
+    return out
+
+
+def group_to_heads(t: Tensor, n_heads: int) -> Tensor:
+    """``[b, T, G, N] -> [b, T, H, N]``: head h reads group ``h // (H // G)`` (Mamba-2's B and C)."""
+    return t.repeat_interleave(n_heads // t.shape[2], dim=2)
+
+
+# ---------------------------------------------------------------------------------------------- references
+def selective_scan_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+                       h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Mamba-1 scan, one position at a time. Shapes: x, dt ``[b, T, d]``; A ``[d, N]``; B, C ``[b, T, N]``;
+    D ``[d]``; h0 ``[b, d, N]``. Returns ``(y [b, T, d], states [b, T, d, N])`` (``states[:, t]`` is h_t)."""
+    f = _dtype(x, dt, A, B, C)
+    x, dt, A, B, C, D = (t.to(f) for t in (x, dt, A, B, C, D))
+    h = x.new_zeros(x.shape[0], x.shape[2], A.shape[1]) if h0 is None else h0.to(f)
+    ys, hs = [], []
+    for t in range(x.shape[1]):
+        h = torch.exp(dt[:, t, :, None] * A) * h + (dt[:, t] * x[:, t])[:, :, None] * B[:, t, None, :]
+        ys.append((h * C[:, t, None, :]).sum(-1) + D * x[:, t])
+        hs.append(h)
+    return torch.stack(ys, 1), torch.stack(hs, 1)
+
+
+def ssd_scan_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+                 h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Mamba-2 scan, one position at a time. Shapes: x ``[b, T, H, P]``; dt ``[b, T, H]``; A, D ``[H]``;
+    B, C ``[b, T, G, N]``; h0 ``[b, H, P, N]``. Returns ``(y [b, T, H, P], states [b, T, H, P, N])``."""
+    f = _dtype(x, dt, A, B, C)
+    x, dt, A, B, C, D = (t.to(f) for t in (x, dt, A, B, C, D))
+    n_heads = x.shape[2]
+    B, C = group_to_heads(B, n_heads), group_to_heads(C, n_heads)
+    h = x.new_zeros(*x.shape[:1], *x.shape[2:], B.shape[-1]) if h0 is None else h0.to(f)
+    ys, hs = [], []
+    for t in range(x.shape[1]):
+        decay = torch.exp(dt[:, t] * A)[:, :, None, None]
+        h = decay * h + (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, :, None, :]
+        ys.append((h * C[:, t, :, None, :]).sum(-1) + D[:, None] * x[:, t])
+        hs.append(h)
+    return torch.stack(ys, 1), torch.stack(hs, 1)
+
+
+# ---------------------------------------------------------------------------------------------- chunked scan
+def auto_chunk(length: int) -> int:
+    """Chunk length for :func:`diag_scan`: ~sqrt(T / 4), within 4..64 (balances its three Python loops)."""
+    return int(min(64, max(4, round(math.sqrt(max(length, 1) / 4)))))
+
+
+def _chunks(t: Tensor, L: int, pad: int) -> Tensor:
+    """``[b, T, ...] -> [b, (T + pad) / L, L, ...]``, padding with zeros at the end."""
+    if pad:
+        t = torch.nn.functional.pad(t, (0, 0) * (t.ndim - 2) + (0, pad))
+    return t.reshape(t.shape[0], -1, L, *t.shape[2:])
+
+
+def diag_scan(a: Tensor, A: Tensor, u: Tensor, Bv: Tensor, C: Tensor, h0: Tensor | None = None,
+              chunk_size: int | None = None, return_states: bool = False) -> tuple[Tensor, Tensor | None, Tensor]:
+    """The diagonal recurrence ``h_t = exp(a_t A) ∘ h_{t-1} + u_t ∘ Bv_t``, ``y_t = sum_n h_t[..., n] C_t[..., n]``.
+
+    ``a``, ``u``, ``Bv`` are ``[b, T, ...]`` and ``A`` is ``[...]``, all broadcasting to the state shape
+    ``[b, T, *S, N]``; ``C`` is ``[b, T, *S[:-1], 1, N]``; ``h0`` is ``[b, *S, N]``; ``a A <= 0``.
+    Returns ``(y [b, T, *S], states [b, T, *S, N] or None, final state [b, *S, N])``.
+
+    Equivalent to the loop over t. Computed by chunks of length L, all chunks at once: pass 1 runs every chunk
+    from a zero state to get its end state; the chunk starts follow from ``start_{c+1} = exp(A sum_t a_t) start_c
+    + end_c`` (the log-decay is linear in a); pass 2 reruns every chunk from its true start, reading y out (and
+    the states, if asked). About 2 L + T / L Python steps, each on an in-cache ``[b, T / L, *S, N]`` block.
+    """
+    b, T = u.shape[:2]
+    L = chunk_size or auto_chunk(T)
+    pad = (-T) % L
+    a, u, Bv, C = (_chunks(t, L, pad) for t in (a, u, Bv, C))
+    nc = a.shape[1]
+    shape = torch.broadcast_shapes(torch.broadcast_shapes(a.shape[3:], A.shape), u.shape[3:], Bv.shape[3:])
+    h = u.new_zeros(b, nc, *shape)
+    for t in range(L):
+        h.mul_(torch.exp(a[:, :, t] * A)).addcmul_(u[:, :, t], Bv[:, :, t])
+    chunk_decay = torch.exp(a.sum(2) * A)
+    start = u.new_zeros(b, *shape) if h0 is None else h0.to(u.dtype).expand(b, *shape)
+    starts = []
+    for c in range(nc):
+        starts.append(start)
+        start = torch.addcmul(h[:, c], chunk_decay[:, c], start)
+    h = torch.stack(starts, 1)
+    ys = u.new_empty(b, nc, L, *shape[:-1])
+    states = u.new_empty(b, nc, L, *shape) if return_states else None
+    for t in range(L):
+        h.mul_(torch.exp(a[:, :, t] * A)).addcmul_(u[:, :, t], Bv[:, :, t])
+        ys[:, :, t] = torch.matmul(h, C[:, :, t].transpose(-1, -2)).squeeze(-1)
+        if states is not None:
+            states[:, :, t] = h
+    y = ys.reshape(b, nc * L, *shape[:-1])[:, :T]
+    return y, (states.reshape(b, nc * L, *shape)[:, :T] if states is not None else None), start
+
+
+def selective_scan_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+                           h0: Tensor | None = None, chunk_size: int | None = None,
+                           return_states: bool = True) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Mamba-1 scan via :func:`diag_scan`. Shapes as :func:`selective_scan_ref`; returns
+    ``(y [b, T, d], states [b, T, d, N] or None, final state [b, d, N])``."""
+    f = _dtype(x, dt, A, B, C)
+    x, dt, A, B, C = (t.to(f) for t in (x, dt, A, B, C))
+    y, states, final = diag_scan(dt.unsqueeze(-1), A, (dt * x).unsqueeze(-1), B.unsqueeze(2), C.unsqueeze(2),
+                                 h0, chunk_size, return_states)
+    return y + D.to(f) * x, states, final
+
+
+def ssd_states_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+                       h0: Tensor | None = None, chunk_size: int | None = None,
+                       return_states: bool = True) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Mamba-2 scan via :func:`diag_scan`, materialising every state. Shapes as :func:`ssd_scan_ref`; returns
+    ``(y [b, T, H, P], states [b, T, H, P, N] or None, final state [b, H, P, N])``."""
+    f = _dtype(x, dt, A, B, C)
+    x, dt, A, B, C = (t.to(f) for t in (x, dt, A, B, C))
+    H = x.shape[2]
+    Bh, Ch = group_to_heads(B, H).unsqueeze(3), group_to_heads(C, H).unsqueeze(3)
+    u = (dt.unsqueeze(-1) * x).unsqueeze(-1)
+    y, states, final = diag_scan(dt[..., None, None], A[:, None, None], u, Bh, Ch, h0, chunk_size, return_states)
+    return y + D.to(f)[:, None] * x, states, final
+
+
+def mamba1_readout(states: Tensor, x: Tensor, C: Tensor, D: Tensor) -> Tensor:
+    """``y_t = C_t h_t + D x_t`` for Mamba-1: states ``[b, T, d, N]``, C ``[b, T, N]`` -> ``[b, T, d]``."""
+    f = states.dtype
+    return torch.einsum("btdn,btn->btd", states, C.to(f)) + D.to(f) * x.to(f)
+
+
+def mamba2_readout(states: Tensor, x: Tensor, C: Tensor, D: Tensor) -> Tensor:
+    """``y_t = C_t h_t + D x_t`` for Mamba-2: states ``[b, T, H, P, N]``, C ``[b, T, G, N]`` -> ``[b, T, H, P]``."""
+    f = states.dtype
+    Ch = group_to_heads(C.to(f), x.shape[2])
+    return torch.einsum("bthpn,bthn->bthp", states, Ch) + D.to(f)[:, None] * x.to(f)
+
+
+# ---------------------------------------------------------------------------------------------- SSD
+def _segsum(a: Tensor) -> Tensor:
+    """``out[..., i, j] = sum_{k=j+1..i} a[..., k]`` for j <= i, ``-inf`` above the diagonal.
+
+    Summed directly (masked cumsum), not as a difference of cumsums, so it stays exact when the sums are large.
+    """
+    L = a.shape[-1]
+    a = a.unsqueeze(-1).expand(*a.shape, L)  # [..., k, j]
+    below = torch.tril(torch.ones(L, L, dtype=torch.bool, device=a.device), diagonal=-1)
+    out = torch.cumsum(a.masked_fill(~below, 0.0), dim=-2)
+    keep = torch.tril(torch.ones(L, L, dtype=torch.bool, device=a.device))
+    return out.masked_fill(~keep, -math.inf)
+
+
+def ssd_scan_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+                     h0: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
+    """Mamba-2 chunked SSD. Shapes as :func:`ssd_scan_ref`; returns ``(y [b, T, H, P], final state [b, H, P, N])``.
+
+    Inside a chunk: ``y_t = sum_{s<=t} (C_t . B_s) exp(sum_{k=s+1..t} Δ_k A) Δ_s x_s`` (the masked "attention"
+    form ``M = L ∘ C Bᵀ``); between chunks the chunk-end states carry the rest.
+    """
+    f = _dtype(x, dt, A, B, C)
+    b, T, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    R, L = H // G, chunk_size
+    pad = (-T) % L
+    nc = (T + pad) // L
+    u = (dt.to(f).unsqueeze(-1) * x.to(f))  # Δ x
+    a = dt.to(f) * A.to(f)  # log Ā, [b, T, H]
+    if pad:
+        u = torch.nn.functional.pad(u, (0, 0, 0, 0, 0, pad))
+        a = torch.nn.functional.pad(a, (0, 0, 0, pad))
+        B = torch.nn.functional.pad(B, (0, 0, 0, 0, 0, pad))
+        C = torch.nn.functional.pad(C, (0, 0, 0, 0, 0, pad))
+    u = u.reshape(b, nc, L, G, R, P)
+    Bc, Cc = B.to(f).reshape(b, nc, L, G, N), C.to(f).reshape(b, nc, L, G, N)
+    a = a.reshape(b, nc, L, G, R).permute(0, 1, 3, 4, 2)  # [b, c, g, r, l]
+    cum = torch.cumsum(a, dim=-1)
+    decay_in = torch.exp(_segsum(a))  # [b, c, g, r, t, s]
+    scores = torch.einsum("bctgn,bcsgn->bcgts", Cc, Bc).unsqueeze(3) * decay_in
+    y = torch.einsum("bcgrts,bcsgrp->bctgrp", scores, u)
+    to_end = torch.exp(cum[..., -1:] - cum)  # decay from step s to the chunk end, [b, c, g, r, s]
+    chunk_states = torch.einsum("bcsgn,bcgrs,bcsgrp->bcgrpn", Bc, to_end, u)
+    chunk_decay = torch.exp(cum[..., -1])  # [b, c, g, r]
+    state = x.new_zeros(b, G, R, P, N, dtype=f) if h0 is None else h0.to(f).reshape(b, G, R, P, N)
+    starts = []
+    for c in range(nc):
+        starts.append(state)
+        state = chunk_decay[:, c, ..., None, None] * state + chunk_states[:, c]
+    starts_t = torch.stack(starts, 1)  # [b, c, g, r, p, n]
+    y = y + torch.einsum("bctgn,bcgrpn,bcgrt->bctgrp", Cc, starts_t, torch.exp(cum))
+    y = y.reshape(b, nc * L, H, P)[:, :T] + D.to(f)[:, None] * x.to(f)
+    return y, state.reshape(b, H, P, N)
+
+
+# ---------------------------------------------------------------------------------------------- patching
+def rescan_patched(before: Tensor, after: Tensor, rerun: Callable[[int, int, Tensor], Tensor]) -> Tensor:
+    """The states that follow when a hook replaced the per-step states ``before`` by ``after``.
+
+    Semantics: step t of batch row r counts as *patched* when ``after[r, t] != before[r, t]`` anywhere. A
+    patched state is taken verbatim as h_t; every other step is recomputed by the recurrence from the (possibly
+    patched) previous state. So patching step t changes h_t and every later state and leaves earlier states
+    alone. ``rerun(start, end, h)`` must return the states of steps ``start..end-1`` starting from ``h`` (the
+    state at ``start - 1``). Returns ``before`` itself when nothing changed.
+    """
+    changed = (after != before).flatten(2).any(-1)  # [b, T]
+    steps = changed.any(0).nonzero().flatten().tolist()
+    if not steps:
+        return before
+    T = before.shape[1]
+    out = before.clone()
+    out[:, steps[0]] = after[:, steps[0]]
+    for k, p in enumerate(steps):
+        q = steps[k + 1] if k + 1 < len(steps) else T  # next patched step
+        if q == p + 1 and q < T and bool(changed[:, q].all()):
+            out[:, q] = after[:, q]
+            continue
+        end = min(q + 1, T)  # also recompute step q itself, for the rows that did not patch it
+        if end > p + 1:
+            out[:, p + 1:end] = rerun(p + 1, end, out[:, p]).to(out.dtype)
+        if q < T:
+            rows = changed[:, q]
+            out[rows, q] = after[rows, q]
+    return out

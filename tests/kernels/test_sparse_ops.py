@@ -1,0 +1,88 @@
+"""The torch sparse ops and the autograd functions against the plain references, on fresh random inputs."""
+
+import pytest
+import torch
+
+from interp.kernels import cpu_ops, reference, sparse_decode_autograd, sparse_encode
+from interp.kernels.backend import ENV_VAR, backend_name, ops_for
+
+SIZES = [(5, 7, 13, 3), (8, 16, 64, 4), (33, 24, 97, 5), (64, 32, 128, 8)]  # B, D, L, K: odd and powers of two
+
+
+def _sparse(B, L, K, dtype, gen, dup=False):
+    idx = torch.stack([torch.randperm(L, generator=gen)[:K] for _ in range(B)])
+    if dup:  # repeated latents in a row (main + aux selection can overlap) must add up
+        idx[:, -1] = idx[:, 0]
+    return torch.randn(B, K, dtype=dtype, generator=gen), idx
+
+
+@pytest.mark.parametrize("B,D,L,K", SIZES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dup", [False, True])
+def test_torch_ops_match_reference(B, D, L, K, dtype, dup):
+    gen = torch.Generator().manual_seed(B * 1000 + L + dup)
+    vals, idx = _sparse(B, L, K, dtype, gen, dup)
+    W = torch.randn(L, D, dtype=dtype, generator=gen)
+    dy = torch.randn(B, D, dtype=dtype, generator=gen)
+    tol = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-4}
+    torch.testing.assert_close(cpu_ops.sparse_decode(vals, idx, W), reference.sparse_decode(vals, idx, W), **tol)
+    torch.testing.assert_close(cpu_ops.sparse_decode(vals, idx, W.t().contiguous().t()),
+                               reference.sparse_decode(vals, idx, W), **tol)
+    torch.testing.assert_close(cpu_ops.gather_dot(dy, idx, W), reference.gather_dot(dy, idx, W), **tol)
+    torch.testing.assert_close(cpu_ops.scatter_outer(vals, idx, dy, L), reference.scatter_outer(vals, idx, dy, L),
+                               **tol)
+    dense = torch.zeros(B, L, dtype=dtype).index_put_((torch.arange(B)[:, None].expand(B, K), idx), vals,
+                                                      accumulate=True)
+    torch.testing.assert_close(reference.sparse_decode(vals, idx, W), dense @ W, **tol)
+    torch.testing.assert_close(reference.scatter_outer(vals, idx, dy, L), dense.t() @ dy, **tol)
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+@pytest.mark.parametrize("B,D,L,K", SIZES)
+def test_autograd_matches_dense(monkeypatch, backend, B, D, L, K):
+    monkeypatch.setenv(ENV_VAR, backend)
+    gen = torch.Generator().manual_seed(7 * B + K)
+    dt = torch.float64
+    x = torch.randn(B, D, dtype=dt, generator=gen, requires_grad=True)
+    W_enc = torch.randn(D, L, dtype=dt, generator=gen, requires_grad=True)
+    b_enc = torch.randn(L, dtype=dt, generator=gen, requires_grad=True)
+    b_dec = torch.randn(D, dtype=dt, generator=gen, requires_grad=True)
+    W_dec = torch.randn(L, D, dtype=dt, generator=gen, requires_grad=True)
+    target = torch.randn(B, D, dtype=dt, generator=gen)
+
+    def select(pre):
+        v, i = pre.topk(K, sorted=False)
+        return v.relu(), i
+
+    vals, idx = sparse_encode(x, W_enc, b_enc, b_dec, select)
+    out = sparse_decode_autograd(vals, idx, W_dec) + b_dec
+    loss = ((out - target) ** 2).sum()
+    grads = torch.autograd.grad(loss, [x, W_enc, b_enc, b_dec, W_dec])
+
+    pre = (x - b_dec) @ W_enc + b_enc
+    v, i = pre.topk(K)
+    z = torch.zeros_like(pre).scatter(1, i, v.relu())
+    ref_loss = (((z @ W_dec + b_dec) - target) ** 2).sum()
+    ref_grads = torch.autograd.grad(ref_loss, [x, W_enc, b_enc, b_dec, W_dec])
+    torch.testing.assert_close(loss, ref_loss)
+    for name, g, r in zip(["x", "W_enc", "b_enc", "b_dec", "W_dec"], grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9, msg=lambda m, n=name: f"grad {n}: {m}")
+
+
+def test_backend_selection(monkeypatch):
+    t = torch.zeros(1)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert backend_name(t) == "torch" and ops_for(t) is cpu_ops
+    monkeypatch.setenv(ENV_VAR, "reference")
+    assert ops_for(t) is reference
+    monkeypatch.setenv(ENV_VAR, "cuda-magic")
+    with pytest.raises(ValueError, match=ENV_VAR):
+        backend_name(t)
+
+
+def test_bad_inputs():
+    W = torch.randn(10, 4)
+    with pytest.raises(ValueError, match="idx"):
+        sparse_decode_autograd(torch.randn(3, 2), torch.zeros(3, 2, dtype=torch.int32), W)
+    with pytest.raises(ValueError, match="x must be"):
+        sparse_encode(torch.randn(3, 5), torch.randn(4, 10), torch.zeros(10), torch.zeros(4), lambda p: p.topk(2))

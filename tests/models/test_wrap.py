@@ -75,3 +75,14 @@ def test_wrap_does_not_change_unhooked_outputs(tiny_dir):
     before = hf(tokens).logits
     interp.wrap(hf)
     torch.testing.assert_close(hf(tokens).logits, before, atol=1e-6, rtol=0)
+
+
+def test_nnsight_language_model_brings_its_tokenizer(tiny_dir):
+    from nnsight import LanguageModel
+
+    path = tiny_dir("llama")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(path)
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    model = interp.wrap(LanguageModel(hf, tokenizer=tok))
+    assert model.hf_model is hf and model.tokenizer is tok
+    assert model.to_str_tokens("ab") == ["<bos>", "a", "b"]

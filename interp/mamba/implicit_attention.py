@@ -12,7 +12,7 @@ where ``x`` is the scan input (``hook_conv_out``, after conv1d + SiLU). So
   and B/C of the head's group ``h // (H // G)``.
 
 Only the scan is unrolled: the conv1d (which mixes the ``d_conv`` previous tokens into x), the SiLU gate and
-Mamba-2's gated RMSNorm are not folded in (Zimerman et al. fold them in; Ali et al. do not).
+Mamba-2's gated RMSNorm are not folded in (Zimerman et al. fold them in).
 
 Numerics: decays are computed in log space in float64 as differences of cumulative sums of ``Δ A <= 0``
 (exponentiated only where j <= i, so nothing overflows; underflow to 0 is the exact limit), and α is returned
@@ -212,7 +212,7 @@ def attention_patterns(
     split into ``model.n_heads`` contiguous groups and each head's map is the mean over its channels.
     ``absolute=True`` (default) averages/returns ``|α|`` (signed α of different channels would cancel);
     ``absolute=False`` keeps signs. ``normalize=True`` divides each query row by its sum (of ``|α|``), giving
-    rows that sum to 1 like attention probabilities (Ali et al. normalise their maps the same way for display).
+    rows that sum to 1 like attention probabilities.
     """
     _check_mamba(model)
     tokens = model.check_tokens(tokens)

@@ -13,11 +13,14 @@ Implementation: hooks on ``hook_conv_out``, ``hook_dt``, ``hook_B``, ``hook_C`` 
 scan inputs of the current forward pass (they fire before ``hook_y``), and a hook on ``hook_y`` subtracts
 ``Σ_{j∈S, j<=i} α_ij x_j`` at the target rows. Cost per layer: ``O(batch · |targets| · T · d_inner · N)``.
 
-What is *not* blocked: the causal conv1d before the scan mixes the ``d_conv - 1`` previous tokens into
-``x_i`` (and so into Δ_i, B_i, C_i), so a source within ``d_conv - 1`` positions of a target still reaches it
-through the conv in the knocked-out layer (Sharma et al. note the same); the skip ``D x_i`` is the target's own
-term. Knock out earlier layers too, or keep sources at least ``d_conv`` positions before targets, when that
-matters. A source equal to the target removes ``α_ii x_i`` (but never ``D x_i``).
+The conv path (``mode="ssm"``, the default, leaves it open): the causal conv1d before the scan mixes the
+``d_conv - 1`` previous tokens into ``x_i`` (and so into Δ_i, B_i, C_i), and into the neighbours whose states
+the target then reads, so a source still reaches nearby targets through the conv in a knocked-out layer.
+``mode="mixer"`` closes it: the target rows of ``hook_mixer_out`` are replaced by
+a shadow pass of the whole mixer (conv1d + scan + gate) whose input is zero at the source positions (hooks at
+``hook_resid_pre`` and ``hook_mixer_out``; the shadow pass does not run the user's mixer-internal hooks).
+On the zoo fact models only ``mode="mixer"`` removes recall (tests/mamba/test_knockout.py): they read the
+subject through the conv. In ``mode="ssm"`` a source equal to the target removes ``α_ii x_i`` (never ``D x_i``).
 """
 
 from __future__ import annotations
@@ -82,52 +85,96 @@ def _blocked_flow(model, layer: int, scan: dict[str, Tensor], mask: Tensor) -> t
 
 
 def knockout_hooks(
-    model, sources: Positions, targets: Positions, layers: int | Sequence[int] | None = None
+    model, sources: Positions, targets: Positions, layers: int | Sequence[int] | None = None, *, mode: str = "ssm"
 ) -> list[tuple[str, object]]:
     """The ``(site, fn)`` pairs that block sources -> targets in ``layers`` (all by default); pass them to
-    ``model.hooks(...)`` / ``run_with_hooks`` together with your own hooks."""
+    ``model.hooks(...)`` / ``run_with_hooks`` together with your own hooks. ``mode``: see :func:`knockout`."""
     _check_mamba(model)
+    if mode not in ("ssm", "mixer"):
+        raise ValueError(f"mode must be 'ssm' (the scan only) or 'mixer' (conv and scan); got {mode!r}")
     layers = model.check_layers(layers)
-    pairs: list[tuple[str, object]] = []
-    for layer in layers:
-        sites = scan_sites(layer)
-        scan: dict[str, Tensor] = {}
+    make = _ssm_pairs if mode == "ssm" else _mixer_pairs
+    return [pair for layer in layers for pair in make(model, sources, targets, layer)]
 
-        def record(act: Tensor, *, hook, _scan=scan) -> None:
-            _scan[hook.name.rsplit("hook_", 1)[1]] = act
 
-        def subtract(y: Tensor, *, hook, _scan=scan, _layer=layer) -> Tensor:
-            got = {"x": _scan.get("conv_out"), "dt": _scan.get("dt"), "B": _scan.get("B"), "C": _scan.get("C")}
-            if any(v is None for v in got.values()):
-                raise RuntimeError(f"knockout at layer {_layer}: the scan inputs were not recorded before hook_y")
-            mask = block_mask(sources, targets, y.shape[0], y.shape[1])
-            rows, flow = _blocked_flow(model, _layer, got, mask)
-            out = y.clone()
-            out[:, rows] = (y[:, rows].to(torch.float64) - flow).to(y.dtype)
-            _scan.clear()
-            return out
+def _ssm_pairs(model, sources: Positions, targets: Positions, layer: int) -> list[tuple[str, object]]:
+    sites = scan_sites(layer)
+    scan: dict[str, Tensor] = {}
 
-        pairs += [(sites[k], record) for k in ("x", "dt", "B", "C")] + [(sites["y"], subtract)]
-    return pairs
+    def record(act: Tensor, *, hook) -> None:
+        scan[hook.name.rsplit("hook_", 1)[1]] = act
+
+    def subtract(y: Tensor, *, hook) -> Tensor:
+        got = {"x": scan.get("conv_out"), "dt": scan.get("dt"), "B": scan.get("B"), "C": scan.get("C")}
+        if any(v is None for v in got.values()):
+            raise RuntimeError(f"knockout at layer {layer}: the scan inputs were not recorded before hook_y")
+        mask = block_mask(sources, targets, y.shape[0], y.shape[1])
+        rows, flow = _blocked_flow(model, layer, got, mask)
+        out = y.clone()
+        out[:, rows] = (y[:, rows].to(torch.float64) - flow).to(y.dtype)
+        scan.clear()
+        return out
+
+    return [(sites[k], record) for k in ("x", "dt", "B", "C")] + [(sites["y"], subtract)]
+
+
+class _Unhooked:
+    """Stands in for a mixer's hook sites: fires nothing (the shadow pass ignores the user's mixer hooks)."""
+
+    def fire(self, short: str, act: Tensor) -> Tensor:
+        return act
+
+    def hooked(self, short: str) -> bool:
+        return False
+
+
+def _mixer_pairs(model, sources: Positions, targets: Positions, layer: int) -> list[tuple[str, object]]:
+    block = model.blocks[layer]
+    seen: dict[str, Tensor] = {}
+
+    def record(resid: Tensor, *, hook) -> None:
+        seen["resid"] = resid
+
+    def replace(out: Tensor, *, hook) -> Tensor:
+        resid = seen.pop("resid", None)
+        if resid is None:
+            raise RuntimeError(f"knockout at layer {layer}: hook_resid_pre was not recorded before hook_mixer_out")
+        b, T = out.shape[:2]
+        src = _position_mask(sources, b, T, "sources").to(out.device)
+        tgt = _position_mask(targets, b, T, "targets").to(out.device)
+        u = block.norm(resid.to(block.norm.weight.dtype))
+        shadow = block.mixer(u * (~src).unsqueeze(-1).to(u.dtype), _Unhooked())
+        return torch.where(tgt.unsqueeze(-1), shadow.to(out.dtype), out)
+
+    p = f"blocks.{layer}."
+    return [(p + "hook_resid_pre", record), (p + "hook_mixer_out", replace)]
 
 
 @contextmanager
 def knockout(
-    model, sources: Positions, targets: Positions, layers: int | Sequence[int] | None = None
+    model, sources: Positions, targets: Positions, layers: int | Sequence[int] | None = None, *, mode: str = "ssm"
 ) -> Iterator[object]:
     """``with knockout(model, sources=[2, 3], targets=[-1], layers=range(4)): logits = model(tokens)`` --
     every forward pass inside the block has the flows sources -> targets removed from the chosen layers' scans.
 
     ``sources`` / ``targets``: positions (ints; negatives count from the end) shared by the batch, or bool masks
     ``[pos]`` / ``[batch, pos]``.
+
+    ``mode="ssm"`` (default): the shadow state of Endy et al. -- α_ij = 0 for j in sources, i in targets; the
+    conv path stays open. ``mode="mixer"``: the target rows of the mixer output are recomputed from a shadow
+    pass of the whole mixer (conv1d and scan) whose input is zero at the source positions, so no information of
+    the sources reaches the targets inside the layer by any path (direct conv taps, the scan, or a conv tap
+    into a neighbour that the scan then carries). Other rows are unchanged in both modes.
     """
-    with model.hooks(knockout_hooks(model, sources, targets, layers)):
+    with model.hooks(knockout_hooks(model, sources, targets, layers, mode=mode)):
         yield model
 
 
 def run_with_knockout(
-    model, tokens, sources: Positions, targets: Positions, layers: int | Sequence[int] | None = None
+    model, tokens, sources: Positions, targets: Positions, layers: int | Sequence[int] | None = None, *,
+    mode: str = "ssm",
 ) -> Tensor:
-    """Logits ``[batch, pos, d_vocab]`` of one forward pass with sources -> targets knocked out in ``layers``."""
+    """Logits ``[batch, pos, d_vocab]`` of one forward pass with sources -> targets knocked out in ``layers``
+    (``mode`` as in :func:`knockout`)."""
     tokens = model.check_tokens(tokens)
-    return model.run_with_hooks(tokens, fwd_hooks=knockout_hooks(model, sources, targets, layers))
+    return model.run_with_hooks(tokens, fwd_hooks=knockout_hooks(model, sources, targets, layers, mode=mode))

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from interp.mamba.config import MambaSpec
-from interp.mamba.scan import mamba1_readout, rescan_patched, selective_scan_chunked
+from interp.mamba.scan import continue_from_patches, fire_states, mamba1_readout, selective_scan_chunked
 
 if TYPE_CHECKING:
     from interp.mamba.model import MixerSites
@@ -63,7 +63,7 @@ class Mamba1Mixer(nn.Module):
         """The continuous-time state matrix ``A = -exp(A_log)`` ``[d_inner, N]`` (float32)."""
         return -torch.exp(self.A_log.float())
 
-    def forward(self, u: Tensor, sites: "MixerSites") -> Tensor:
+    def forward(self, u: Tensor, sites: MixerSites) -> Tensor:
         s = self.spec
         x, z = self.in_proj(u).chunk(2, dim=-1)
         x = sites.fire("hook_x", x)
@@ -81,11 +81,14 @@ class Mamba1Mixer(nn.Module):
         out = self.out_proj((y * F.silu(z.float())).to(u.dtype))
         return sites.fire("hook_out", out)
 
-    def _scan_per_step(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor, sites: "MixerSites") -> Tensor:
+    def _scan_per_step(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor, sites: MixerSites) -> Tensor:
         """Materialise every state, fire ``hook_ssm_state`` and continue from any patched state."""
         A, D = self.A, self.D
         y, states, _ = selective_scan_chunked(x, dt, A, B, C, D)
-        before = states.clone()
-        after = rescan_patched(before, sites.fire("hook_ssm_state", states), lambda p, q, h: selective_scan_chunked(
-            x[:, p:q], dt[:, p:q], A, B[:, p:q], C[:, p:q], D, h0=h)[1])
-        return y if after is before else mamba1_readout(after, x, C, D)
+        after, changed = fire_states(lambda st: sites.fire("hook_ssm_state", st), states,
+                                     lambda: selective_scan_chunked(x, dt, A, B, C, D)[1])
+        return continue_from_patches(
+            y, after, changed,
+            lambda p, q, h: selective_scan_chunked(x[:, p:q], dt[:, p:q], A, B[:, p:q], C[:, p:q], D, h0=h)[1],
+            lambda states: mamba1_readout(states, x, C, D),
+        )

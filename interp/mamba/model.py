@@ -7,15 +7,19 @@ Sites (T = pos), in forward order:
 - ``hook_embed`` [b,T,d_model]; per block ``blocks.{l}.hook_resid_pre``, the mixer sites
   ``blocks.{l}.mixer.hook_*`` (see :mod:`interp.mamba.mamba1` / :mod:`interp.mamba.mamba2`),
   ``blocks.{l}.hook_mixer_out`` (= the mixer's ``hook_out``, after it), ``blocks.{l}.hook_resid_post``;
-  ``ln_final.hook_normalized`` [b,T,d_model] (TransformerLens convention: ``x / rms(x)``, before the norm weight).
+  ``ln_final.hook_normalized`` [b,T,d_model] (the final norm's output, weight included: what the unembedding
+  reads — the same convention as the transformer wrappers).
 - A replacement returned by a hook is used downstream (replacing ``hook_dt`` changes the scan, etc.).
 
 Scan paths: runs that do not hook ``hook_ssm_state`` use the fast chunked scans (Mamba-1:
-:func:`~interp.mamba.scan.selective_scan_chunked`; Mamba-2: chunked SSD). Hooking ``blocks.{l}.mixer.hook_ssm_state``
-makes that layer materialise every state ``h_t`` and fire the hook once with ``[b, T, ...]``. States the hooks
-change are taken as h_t and the recurrence is re-run after them (:func:`~interp.mamba.scan.rescan_patched`):
-patching step t changes y_t and all later steps, never earlier ones. A cache hook at the same site records the
-states as the hook chain returned them (patched steps, not their downstream recomputation; ``hook_y`` has that).
+:func:`~interp.mamba.scan.diag_scan`; Mamba-2: chunked SSD), with every other site still firing. Hooking
+``blocks.{l}.mixer.hook_ssm_state`` makes that layer materialise every state ``h_t`` (chunked, exact) and fire the
+hook once with the whole ``[b, T, ...]`` tensor (TransformerLens style). Patching semantics: a state the hooks
+changed (returned different values, or wrote in place) is taken as h_t, and the recurrence is re-run from it:
+``y_t = C_t h_t + D x_t`` uses the patched h_t and ``h_{t+1} = Ā_{t+1} h_t + B̄_{t+1} x_{t+1}`` continues from it
+(:func:`~interp.mamba.scan.rescan_patched`); so patching step t changes y at t and later steps, never earlier
+ones, and a later patched step is again taken verbatim. A cache hook at the same site records the states as the
+hook chain returned them (patched steps, not their recomputed successors; ``hook_y`` reflects those).
 
 Head axis: Mamba-2's ``n_heads`` are the SSM heads (``d_head`` = head_dim). Mamba-1 has no heads; ``n_heads`` is
 the number of contiguous channel groups used as the implicit-attention head axis: the largest divisor of
@@ -126,8 +130,7 @@ class HookedMamba(HookedModel):
         for block in self.blocks:
             resid = block(resid, reg)
         w = self.ln_final.weight
-        normed = reg.fire("ln_final.hook_normalized", self.ln_final.normalize(resid.to(w.dtype)))
-        hidden = w * normed
+        hidden = reg.fire("ln_final.hook_normalized", w * self.ln_final.normalize(resid.to(w.dtype)))
         return self.unembed(hidden.to(self.unembed.weight.dtype)).float()
 
     def attention_patterns(self, tokens, layers: int | Sequence[int] | None = None) -> Tensor:

@@ -14,14 +14,14 @@ non-positive log-space sums (``Δ A <= 0``), so nothing overflows; underflow to 
 Algorithms:
 
 - ``*_scan_ref``: a Python loop over positions, the plain reference (tests only).
-- :func:`diag_scan` (Mamba-1 fast path, and both archs' per-step states): the recurrence by chunks of length L,
-  all chunks at once, in two passes with a pass over chunk boundaries between them: ~2 L + T / L Python steps
-  instead of T, each on a block that stays in cache. Can return every state.
-- :func:`ssd_scan_chunked`: Mamba-2's chunked SSD (Dao & Gu 2024, section 6): quadratic "attention" form inside
-  each chunk with a stable segment sum, a recurrence over chunk states between chunks; never materialises
-  per-step states.
-- :func:`rescan_patched`: given the states a hook received and the ones it returned, the states that follow
-  when every changed state is taken as h_t and the recurrence is re-run after it (see the function).
+- :func:`diag_scan` (Mamba-1's fast path, and every per-step state of both archs): the recurrence by chunks of
+  length L ~ sqrt(T), all chunks at once, in two passes with a pass over chunk boundaries between them: ~2 L + T/L
+  Python steps instead of T, each on a block that stays in cache. Can return every state.
+- :func:`ssd_scan_chunked` (Mamba-2's fast path): chunked SSD (Dao & Gu 2024, section 6): the quadratic
+  "attention" form inside each chunk with a stable segment sum, a recurrence over chunk states between chunks;
+  never materialises per-step states.
+- State patching: :func:`fire_states` finds the steps a ``hook_ssm_state`` hook changed, :func:`rescan_patched`
+  takes each changed state as h_t and re-runs the recurrence after it, :func:`continue_from_patches` reads y out.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from torch import Tensor
 
 __all__ = [
     "selective_scan_ref", "ssd_scan_ref", "diag_scan", "auto_chunk", "group_to_heads", "selective_scan_chunked",
-    "ssd_states_chunked", "ssd_scan_chunked", "mamba1_readout", "mamba2_readout", "rescan_patched",
+    "ssd_states_chunked", "ssd_scan_chunked", "mamba1_readout", "mamba2_readout", "changed_steps", "fire_states",
+    "rescan_patched", "continue_from_patches",
 ]
 
 
@@ -86,8 +87,10 @@ def ssd_scan_ref(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tens
 
 # ---------------------------------------------------------------------------------------------- chunked scan
 def auto_chunk(length: int) -> int:
-    """Chunk length for :func:`diag_scan`: ~sqrt(T / 4), within 4..64 (balances its three Python loops)."""
-    return int(min(64, max(4, round(math.sqrt(max(length, 1) / 4)))))
+    """Chunk length for :func:`diag_scan`: about sqrt(T) (4..64), preferring a divisor of T (then no padding)."""
+    target = min(64, max(4, round(math.sqrt(max(length, 1)))))
+    near = [L for L in range(max(4, target // 2), min(64, 2 * target) + 1) if length % L == 0]
+    return min(near, key=lambda L: abs(L - target)) if near else target
 
 
 def _chunks(t: Tensor, L: int, pad: int) -> Tensor:
@@ -97,13 +100,13 @@ def _chunks(t: Tensor, L: int, pad: int) -> Tensor:
     return t.reshape(t.shape[0], -1, L, *t.shape[2:])
 
 
-def diag_scan(a: Tensor, A: Tensor, u: Tensor, Bv: Tensor, C: Tensor, h0: Tensor | None = None,
-              chunk_size: int | None = None, return_states: bool = False) -> tuple[Tensor, Tensor | None, Tensor]:
+def diag_scan(a: Tensor, A: Tensor, u: Tensor, Bv: Tensor, C: Tensor | None, h0: Tensor | None = None,
+              chunk_size: int | None = None, return_states: bool = False) -> tuple[Tensor | None, Tensor | None, Tensor]:
     """The diagonal recurrence ``h_t = exp(a_t A) ∘ h_{t-1} + u_t ∘ Bv_t``, ``y_t = sum_n h_t[..., n] C_t[..., n]``.
 
     ``a``, ``u``, ``Bv`` are ``[b, T, ...]`` and ``A`` is ``[...]``, all broadcasting to the state shape
     ``[b, T, *S, N]``; ``C`` is ``[b, T, *S[:-1], 1, N]``; ``h0`` is ``[b, *S, N]``; ``a A <= 0``.
-    Returns ``(y [b, T, *S], states [b, T, *S, N] or None, final state [b, *S, N])``.
+    Returns ``(y [b, T, *S] (None if C is None), states [b, T, *S, N] or None, final state [b, *S, N])``.
 
     Equivalent to the loop over t. Computed by chunks of length L, all chunks at once: pass 1 runs every chunk
     from a zero state to get its end state; the chunk starts follow from ``start_{c+1} = exp(A sum_t a_t) start_c
@@ -113,12 +116,26 @@ def diag_scan(a: Tensor, A: Tensor, u: Tensor, Bv: Tensor, C: Tensor, h0: Tensor
     b, T = u.shape[:2]
     L = chunk_size or auto_chunk(T)
     pad = (-T) % L
-    a, u, Bv, C = (_chunks(t, L, pad) for t in (a, u, Bv, C))
+    a, u, Bv = (_chunks(t, L, pad) for t in (a, u, Bv))
+    C = None if C is None else _chunks(C, L, pad)
+    C_t = None if C is None else C.transpose(-1, -2).unbind(2)
     nc = a.shape[1]
     shape = torch.broadcast_shapes(torch.broadcast_shapes(a.shape[3:], A.shape), u.shape[3:], Bv.shape[3:])
+    # Without autograd: in-place updates, each step's decays exponentiated into one reused in-cache block
+    # (measured faster here than one big exp over all steps). With autograd: out-of-place, all decays at once.
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (a, A, u, Bv, C, h0))
+    decays = torch.exp(a * A).unbind(2) if grad else None
+    buf = None if grad else u.new_empty(torch.broadcast_shapes(a[:, :, 0].shape, A.shape))
+    a_t, u_t, B_t = a.unbind(2), u.unbind(2), Bv.unbind(2)
+
+    def step(h: Tensor, t: int) -> Tensor:
+        if grad:
+            return h * decays[t] + u_t[t] * B_t[t]
+        return h.mul_(torch.mul(a_t[t], A, out=buf).exp_()).addcmul_(u_t[t], B_t[t])
+
     h = u.new_zeros(b, nc, *shape)
     for t in range(L):
-        h.mul_(torch.exp(a[:, :, t] * A)).addcmul_(u[:, :, t], Bv[:, :, t])
+        h = step(h, t)
     chunk_decay = torch.exp(a.sum(2) * A)
     start = u.new_zeros(b, *shape) if h0 is None else h0.to(u.dtype).expand(b, *shape)
     starts = []
@@ -126,15 +143,24 @@ def diag_scan(a: Tensor, A: Tensor, u: Tensor, Bv: Tensor, C: Tensor, h0: Tensor
         starts.append(start)
         start = torch.addcmul(h[:, c], chunk_decay[:, c], start)
     h = torch.stack(starts, 1)
-    ys = u.new_empty(b, nc, L, *shape[:-1])
-    states = u.new_empty(b, nc, L, *shape) if return_states else None
+    ys: list[Tensor] = []
+    kept: list[Tensor] = []
+    # Without autograd, states go straight into one base tensor (not a view, when T is a multiple of L), so
+    # that a cache can keep it without a copy.
+    base = u.new_empty(b, nc * L, *shape) if return_states and not grad else None
     for t in range(L):
-        h.mul_(torch.exp(a[:, :, t] * A)).addcmul_(u[:, :, t], Bv[:, :, t])
-        ys[:, :, t] = torch.matmul(h, C[:, :, t].transpose(-1, -2)).squeeze(-1)
-        if states is not None:
-            states[:, :, t] = h
-    y = ys.reshape(b, nc * L, *shape[:-1])[:, :T]
-    return y, (states.reshape(b, nc * L, *shape)[:, :T] if states is not None else None), start
+        h = step(h, t)
+        if C is not None:
+            ys.append(torch.matmul(h, C_t[t]).squeeze(-1))
+        if base is not None:
+            base.view(b, nc, L, *shape)[:, :, t] = h
+        elif return_states:
+            kept.append(h)
+    y = torch.stack(ys, 2).reshape(b, nc * L, *shape[:-1])[:, :T] if ys else None
+    states = torch.stack(kept, 2).reshape(b, nc * L, *shape) if kept else base
+    if states is not None and pad:
+        states = states[:, :T]
+    return y, states, start
 
 
 def selective_scan_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
@@ -152,15 +178,17 @@ def selective_scan_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tenso
 def ssd_states_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
                        h0: Tensor | None = None, chunk_size: int | None = None,
                        return_states: bool = True) -> tuple[Tensor, Tensor | None, Tensor]:
-    """Mamba-2 scan via :func:`diag_scan`, materialising every state. Shapes as :func:`ssd_scan_ref`; returns
-    ``(y [b, T, H, P], states [b, T, H, P, N] or None, final state [b, H, P, N])``."""
+    """Mamba-2 scan materialising every state: the states by :func:`diag_scan`, y by :func:`ssd_scan_chunked`.
+    Shapes as :func:`ssd_scan_ref`; returns ``(y [b, T, H, P], states [b, T, H, P, N] or None, final state)``."""
     f = _dtype(x, dt, A, B, C)
     x, dt, A, B, C = (t.to(f) for t in (x, dt, A, B, C))
-    H = x.shape[2]
-    Bh, Ch = group_to_heads(B, H).unsqueeze(3), group_to_heads(C, H).unsqueeze(3)
+    y, final = ssd_scan_chunked(x, dt, A, B, C, D, h0=h0, chunk_size=min(32, x.shape[1]))
+    if not return_states:
+        return y, None, final
+    Bh = group_to_heads(B, x.shape[2]).unsqueeze(3)
     u = (dt.unsqueeze(-1) * x).unsqueeze(-1)
-    y, states, final = diag_scan(dt[..., None, None], A[:, None, None], u, Bh, Ch, h0, chunk_size, return_states)
-    return y + D.to(f)[:, None] * x, states, final
+    _, states, _ = diag_scan(dt[..., None, None], A[:, None, None], u, Bh, None, h0, chunk_size, True)
+    return y, states, final
 
 
 def mamba1_readout(states: Tensor, x: Tensor, C: Tensor, D: Tensor) -> Tensor:
@@ -232,31 +260,71 @@ def ssd_scan_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: 
 
 
 # ---------------------------------------------------------------------------------------------- patching
-def rescan_patched(before: Tensor, after: Tensor, rerun: Callable[[int, int, Tensor], Tensor]) -> Tensor:
-    """The states that follow when a hook replaced the per-step states ``before`` by ``after``.
+def changed_steps(before: Tensor, after: Tensor, block: int = 1 << 22) -> Tensor:
+    """``[b, T]`` bool: whether ``after[r, t]`` differs anywhere from ``before[r, t]`` (exact; in blocks of steps
+    so that no full-size temporary is allocated)."""
+    b, T = before.shape[:2]
+    step = max(1, block // max(before[:, :1].numel(), 1))
+    return torch.cat([(after[:, i:i + step] != before[:, i:i + step]).reshape(b, -1, before[0, 0].numel()).any(-1)
+                      for i in range(0, T, step)], dim=1)
 
-    Semantics: step t of batch row r counts as *patched* when ``after[r, t] != before[r, t]`` anywhere. A
-    patched state is taken verbatim as h_t; every other step is recomputed by the recurrence from the (possibly
-    patched) previous state. So patching step t changes h_t and every later state and leaves earlier states
-    alone. ``rerun(start, end, h)`` must return the states of steps ``start..end-1`` starting from ``h`` (the
-    state at ``start - 1``). Returns ``before`` itself when nothing changed.
+
+def fire_states(fire: Callable[[Tensor], Tensor], states: Tensor, recompute: Callable[[], Tensor]) -> tuple[Tensor, Tensor]:
+    """Fire a state hook on ``states``; return ``(states the hooks returned, changed [b, T])``.
+
+    Finding the changed steps costs nothing when the hooks only read (the same tensor comes back and its
+    version counter did not move), an exact comparison when they return a new tensor, and a recomputation of
+    the original states (``recompute()``, bitwise the same) plus the comparison when they modified ``states``
+    in place (or under ``torch.inference_mode``, where versions are not tracked). Writes that bypass autograd's
+    version counter (``.data``, numpy views) are not seen.
     """
-    changed = (after != before).flatten(2).any(-1)  # [b, T]
+    tracked = not states.is_inference()
+    version = states._version if tracked else None
+    after = fire(states)
+    same = tracked and states._version == version
+    if after is states and same:
+        return after, torch.zeros(states.shape[:2], dtype=torch.bool, device=states.device)
+    before = states if same else recompute()
+    return after, changed_steps(before, after)
+
+
+def rescan_patched(after: Tensor, changed: Tensor, rerun: Callable[[int, int, Tensor], Tensor]) -> Tensor:
+    """The states that follow when a hook returned the per-step states ``after``, changed at ``changed [b, T]``.
+
+    Semantics: a patched state (``changed[r, t]``) is taken verbatim as h_t; every other step is recomputed by
+    the recurrence from the (possibly patched) previous state. So patching step t changes h_t and every later
+    state and leaves earlier states alone. ``rerun(start, end, h)`` must return the states of steps
+    ``start..end-1`` of all rows starting from ``h`` (the state at ``start - 1``). ``after`` is not modified.
+    """
     steps = changed.any(0).nonzero().flatten().tolist()
     if not steps:
-        return before
-    T = before.shape[1]
-    out = before.clone()
-    out[:, steps[0]] = after[:, steps[0]]
+        return after
+    T = after.shape[1]
+    out = after.clone()
     for k, p in enumerate(steps):
         q = steps[k + 1] if k + 1 < len(steps) else T  # next patched step
         if q == p + 1 and q < T and bool(changed[:, q].all()):
-            out[:, q] = after[:, q]
-            continue
+            continue  # every row patched the next step too: nothing to recompute
         end = min(q + 1, T)  # also recompute step q itself, for the rows that did not patch it
-        if end > p + 1:
-            out[:, p + 1:end] = rerun(p + 1, end, out[:, p]).to(out.dtype)
+        if end <= p + 1:
+            continue
+        seg = rerun(p + 1, end, out[:, p].clone()).to(out.dtype)
+        out[:, p + 1:q] = seg[:, :q - p - 1]
         if q < T:
-            rows = changed[:, q]
-            out[rows, q] = after[rows, q]
+            keep = ~changed[:, q]
+            out[keep, q] = seg[keep, -1]
+    untouched = changed.cumsum(1) == 0  # steps of a row before its own first patch keep their exact values
+    out[untouched] = after[untouched]
     return out
+
+
+def continue_from_patches(y: Tensor, after: Tensor, changed: Tensor, rerun: Callable[[int, int, Tensor], Tensor],
+                          readout: Callable[[Tensor], Tensor]) -> Tensor:
+    """The scan output once patched states are taken as h_t (:func:`rescan_patched`); ``y`` (the unpatched
+    output) is kept exactly at the steps of each row before its first patch. ``readout(states) -> y``."""
+    if not bool(changed.any()):
+        return y
+    new = readout(rescan_patched(after, changed, rerun)).to(y.dtype)
+    untouched = changed.cumsum(1) == 0
+    new[untouched] = y[untouched]
+    return new

@@ -40,7 +40,8 @@ class HFTransformer(HookedModel):
     ``attn.hook_result`` (``[batch, pos, head, d_model]``: each head's contribution to the residual stream; their sum
     plus the output bias is ``hook_attn_out``), ``hook_attn_out``, ``hook_resid_mid``, ``ln2.hook_normalized``,
     ``mlp.hook_post`` (MLP hidden activation), ``hook_mlp_out``, ``hook_resid_post``; plus ``hook_embed``
-    (and ``hook_pos_embed`` for GPT-2) and ``ln_final.hook_normalized``.
+    (and ``hook_pos_embed`` for GPT-2) and ``ln_final.hook_normalized``. The ``*.hook_normalized`` sites are the
+    norms' outputs, weight (and bias) included: exactly what the next sublayer or the unembedding reads.
     """
 
     def __init__(self, hf_model: nn.Module, tokenizer=None) -> None:

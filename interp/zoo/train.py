@@ -108,7 +108,7 @@ def train(cfg: TrainConfig, out: str | Path) -> dict:
     cls = tf.MambaForCausalLM if cfg.arch == "mamba" else tf.Mamba2ForCausalLM
     model = cls(hf_cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.train()
     bar = tqdm(range(cfg.steps), desc=f"train {cfg.arch}")
     for step in bar:
@@ -122,10 +122,10 @@ def train(cfg: TrainConfig, out: str | Path) -> dict:
         opt.step()
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     model.eval()
     metrics = evaluate(lambda t: model(input_ids=t).logits, tok)
-    metrics.update(train_seconds=round(seconds, 1), final_loss=round(loss.item(), 4), config=asdict(cfg))
+    metrics.update(train_seconds=round(seconds, 1), train_cpu_seconds=round(cpu_seconds, 1), final_loss=round(loss.item(), 4), config=asdict(cfg))
     _save(model, tok, facts, metrics, Path(out))
     return metrics
 
@@ -143,6 +143,9 @@ def _save(model, tok, facts, metrics: dict, out: Path) -> None:
         }
         (tmp / "facts.json").write_text(json.dumps(table, indent=1))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        for f in tmp.iterdir():
+            f.chmod(0o644)
+        tmp.chmod(0o755)  # mkdtemp makes it private
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

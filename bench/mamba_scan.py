@@ -1,0 +1,129 @@
+"""Benchmark: HookedMamba's scans against Hugging Face's torch path, same weights, same inputs, same process.
+
+Two ratios per (arch, length):
+- ``fast``: HF forward time / our unhooked forward time (goal >= 3x: our chunked scans vs HF's loop / chunked SSD);
+- ``states``: our ``run_with_cache`` of every layer's ``hook_ssm_state`` / HF forward (goal <= 1.0x).
+
+A second table times the scans alone (same random inputs): HF's ``mamba_selective_scan`` (a Python loop over
+positions) / ``mamba2_chunk_scan`` (chunked SSD, chunk 256) against ours (``selective_scan_chunked`` /
+``ssd_scan_chunked``, and ours with every state materialised), which separates the scan from the projections
+both models share.
+
+Run: ``python bench/mamba_scan.py [--lengths 64 256 1024] [--d-model 256] [--layers 4] [--batch 1] [--threads 1]``.
+Timings are the minimum over ``--repeats`` runs after one warm-up, in float32 on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from functools import partial
+
+import torch
+
+
+def build(arch: str, d_model: int, layers: int, vocab: int, d_state: int = 64, seed: int = 0):
+    import transformers as tf
+
+    from interp.mamba import from_hf
+
+    if arch == "mamba":
+        cfg = tf.MambaConfig(hidden_size=d_model, state_size=16, num_hidden_layers=layers, vocab_size=vocab)
+        cls = tf.MambaForCausalLM
+    else:
+        cfg = tf.Mamba2Config(hidden_size=d_model, state_size=d_state, num_hidden_layers=layers, vocab_size=vocab,
+                              num_heads=2 * d_model // 64, head_dim=64, n_groups=1, chunk_size=256)
+        cls = tf.Mamba2ForCausalLM
+    torch.manual_seed(seed)
+    hf = cls(cfg).eval()
+    return hf, from_hf(hf)
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def scan_inputs(arch: str, T: int, batch: int, d_model: int, d_state: int):
+    g = torch.Generator().manual_seed(T)
+    d = 2 * d_model
+    if arch == "mamba":
+        x, dt = torch.randn(batch, T, d, generator=g), torch.rand(batch, T, d, generator=g) * 0.1
+        A = -torch.rand(d, 16, generator=g) * 16
+        B, C = torch.randn(batch, T, 16, generator=g), torch.randn(batch, T, 16, generator=g)
+        return x, dt, A, B, C, torch.randn(d, generator=g)
+    H = d // 64
+    x, dt = torch.randn(batch, T, H, 64, generator=g), torch.rand(batch, T, H, generator=g) * 0.1
+    B, C = torch.randn(batch, T, 1, d_state, generator=g), torch.randn(batch, T, 1, d_state, generator=g)
+    return x, dt, -torch.rand(H, generator=g) * 8, B, C, torch.randn(H, generator=g)
+
+
+def scan_table(args) -> None:
+    from transformers.models.mamba.modeling_mamba import mamba_selective_scan
+    from transformers.models.mamba2.modeling_mamba2 import mamba2_chunk_scan
+
+    from interp.mamba.scan import selective_scan_chunked, ssd_scan_chunked, ssd_states_chunked
+
+    print(f"{'scan':7s} {'T':>5s} {'HF s':>8s} {'fast s':>8s} {'states s':>9s} {'HF/fast':>8s} {'states/HF':>10s}")
+    for arch in args.archs:
+        for T in args.lengths:
+            x, dt, A, B, C, D = scan_inputs(arch, T, args.batch, args.d_model, args.mamba2_state)
+            if arch == "mamba":
+                hf_args = (x.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D)
+                hf = partial(mamba_selective_scan, *hf_args)
+                fast = partial(selective_scan_chunked, x, dt, A, B, C, D, return_states=False)
+                states = partial(selective_scan_chunked, x, dt, A, B, C, D)
+                err = (hf().transpose(1, 2) - fast()[0]).abs().max().item()
+            else:
+                hf = partial(mamba2_chunk_scan, x, dt, A, B, C, 256, D=D)
+                fast = partial(ssd_scan_chunked, x, dt, A, B, C, D, chunk_size=min(32, T))
+                states = partial(ssd_states_chunked, x, dt, A, B, C, D)
+                err = (hf() - fast()[0]).abs().max().item()
+            t_hf, t_fast, t_states = (best_time(f, args.repeats) for f in (hf, fast, states))
+            print(f"{arch:7s} {T:5d} {t_hf:8.4f} {t_fast:8.4f} {t_states:9.4f} {t_hf / t_fast:7.2f}x "
+                  f"{t_states / t_hf:9.2f}x   (max |y diff| {err:.1e})")
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--archs", nargs="+", default=["mamba", "mamba2"])
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--vocab", type=int, default=1024)
+    parser.add_argument("--mamba2-state", type=int, default=64, help="Mamba-2 state size N (Mamba-1 uses 16)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-scan-table", action="store_true", help="skip the scan-only table")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    print(f"d_model {args.d_model}, {args.layers} layers, batch {args.batch}, {args.threads} thread(s), float32; "
+          f"Mamba-1 N=16 (d_inner {2 * args.d_model}); Mamba-2 N={args.mamba2_state}, head_dim 64, 1 group")
+    print(f"{'arch':7s} {'T':>5s} {'HF s':>8s} {'fast s':>8s} {'states s':>9s} {'HF/fast':>8s} {'states/HF':>10s}")
+    for arch in args.archs:
+        hf, ours = build(arch, args.d_model, args.layers, args.vocab, args.mamba2_state)
+        names = [f"blocks.{l}.mixer.hook_ssm_state" for l in range(ours.n_layers)]
+        for T in args.lengths:
+            ids = torch.randint(0, args.vocab, (args.batch, T))
+            err = (hf(ids).logits - ours(ids)).abs().max().item()
+            t_hf = best_time(partial(hf, ids, use_cache=False), args.repeats)
+            t_fast = best_time(partial(ours, ids), args.repeats)
+            t_states = best_time(partial(ours.run_with_cache, ids, names_filter=names), args.repeats)
+            print(f"{arch:7s} {T:5d} {t_hf:8.4f} {t_fast:8.4f} {t_states:9.4f} {t_hf / t_fast:7.2f}x "
+                  f"{t_states / t_hf:9.2f}x   (max |logit diff| {err:.1e})")
+    if not args.no_scan_table:
+        scan_table(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# One intra-op thread per test process: test tensors are small, xdist workers already use every core, and on a
+# busy machine oversubscribed small matmuls run orders of magnitude slower.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):

@@ -1,6 +1,5 @@
 """Triton kernels against the references under TRITON_INTERPRET=1 (CPU), in a subprocess: the interpreter is
-chosen when ``@triton.jit`` runs, i.e. at import, so it needs a fresh interpreter. Also: the package imports and
-falls back to torch when triton cannot be imported."""
+chosen when ``@triton.jit`` runs, i.e. at import, so it needs a fresh interpreter."""
 
 import os
 import subprocess
@@ -51,29 +50,13 @@ _SCRIPT = textwrap.dedent("""
 
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
                           env={**os.environ, **env})
 
 
 def test_triton_kernels_match_reference_interpreted():
     res = _run(_SCRIPT, TRITON_INTERPRET="1", INTERP_SAE_KERNEL="triton")
     assert res.returncode == 0 and "TRITON-OK" in res.stdout, res.stderr[-3000:]
-
-
-def test_import_without_triton_falls_back_to_torch():
-    code = textwrap.dedent("""
-        import sys
-        sys.modules['triton'] = None
-        import torch
-        import interp.kernels as k, interp.saes as s
-        assert not k.triton_available()
-        assert k.backend_name(torch.zeros(1)) == 'torch'
-        sae = s.TopKSAE(d_in=6, d_sae=20, k=3)
-        sae.training_forward(torch.randn(4, 6)).loss.backward()
-        print("FALLBACK-OK")
-    """)
-    res = _run(code)
-    assert res.returncode == 0 and "FALLBACK-OK" in res.stdout, res.stderr[-3000:]
 
 
 @pytest.mark.gpu

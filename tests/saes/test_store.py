@@ -8,9 +8,15 @@ from safetensors.torch import save_file
 
 import interp
 from interp.saes.store import (
-    ActivationStore, CachedActivations, ModelActivations, load_tokens, site_activations, write_activation_cache,
+    ActivationStore,
+    CachedActivations,
+    ModelActivations,
+    load_tokens,
+    site_activations,
+    write_activation_cache,
 )
-from interp.testing import make_tiny
+
+
 
 SITE = "blocks.0.hook_resid_post"
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Pack my box with five dozen liquor jugs!",
@@ -18,8 +24,8 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "Pack my box with five 
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory):
-    return interp.load_model(str(make_tiny("llama", tmp_path_factory.mktemp("llama"))))
+def llama(tiny_dir):
+    return interp.load_model(str(tiny_dir("llama")))
 
 
 def _rows(n: int, d: int = 6) -> torch.Tensor:
@@ -159,8 +165,8 @@ def test_per_position_sites_are_flattened(llama):
 
 
 @pytest.mark.filterwarnings("ignore:the token source")
-def test_mamba_ssm_state_site_flattens_to_d_inner_times_d_state(tmp_path):
-    model = interp.load_model(str(make_tiny("mamba", tmp_path / "mamba")))
+def test_mamba_ssm_state_site_flattens_to_d_inner_times_d_state(tiny_dir):
+    model = interp.load_model(str(tiny_dir("mamba")))
     site = "blocks.1.mixer.hook_ssm_state"
     if site not in model.site_names():
         pytest.skip("the Mamba model exposes no hook_ssm_state site yet")

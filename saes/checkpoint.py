@@ -1,0 +1,160 @@
+"""Atomic files and training checkpoints (safetensors + JSON; never pickle).
+
+A checkpoint is a folder ``step_XXXXXXXX`` inside the run's ``checkpoint_dir``:
+
+- ``trainer.safetensors``: every tensor needed to continue bit-for-bit: the SAE ``state_dict`` (``sae.*``), the
+  Adam moments and step counters (``optim.<param index>.<key>``), the activation store's buffer and generator
+  state (``store.*``), the dead-latent counters and the torch CPU RNG state as a uint8 tensor (``rng.cpu``);
+- ``trainer.json``: the step, the ``TrainConfig``, Adam's param groups, the store's position, the metric history;
+- ``sae/``: the SAE in the SAELens format (``cfg.json`` + ``sae_weights.safetensors``), loadable on its own.
+
+The folder is written under a temporary name and renamed into place, then ``latest.json`` is replaced
+atomically, so a crash at any point leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+__all__ = [
+    "atomic_save_safetensors",
+    "atomic_write_json",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "optimizer_from_flat",
+    "optimizer_to_flat",
+    "save_checkpoint",
+]
+
+LATEST = "latest.json"
+
+
+def _umask_mode(mode: int) -> int:
+    """``mode`` filtered by the process umask (``mkstemp`` / ``mkdtemp`` create 0600 / 0700 entries)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
+def atomic_save_safetensors(tensors: dict[str, Tensor], path: str | Path,
+                            metadata: dict[str, str] | None = None) -> Path:
+    """Write ``tensors`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, _umask_mode(0o666))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_json(obj: Any, path: str | Path) -> Path:
+    """Write ``obj`` as JSON to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode(0o666))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Split ``optimizer.state_dict()`` into tensors (``optim.<i>.<key>``) and a JSON-able rest."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim.{idx}.{key}"] = value.detach().clone()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    """Inverse of ``optimizer_to_flat``: load the state into ``optimizer``."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    for idx, rest in meta["scalars"].items():
+        state.setdefault(int(idx), {}).update(rest)
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _step_dir(root: Path, step: int) -> Path:
+    return root / f"step_{step:08d}"
+
+
+def save_checkpoint(root: str | Path, step: int, tensors: dict[str, Tensor], meta: dict[str, Any],
+                    sae=None, keep: int = 2) -> Path:
+    """Write checkpoint ``step`` atomically under ``root`` and point ``latest.json`` at it.
+
+    ``tensors`` and ``meta`` go to ``trainer.safetensors`` / ``trainer.json``; ``sae`` (optional) is also saved in
+    its own format under ``sae/``. Only the newest ``keep`` checkpoints are kept.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = _step_dir(root, step)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / "trainer.safetensors")
+        with open(tmp / "trainer.json", "w") as f:
+            json.dump({**meta, "step": step}, f, indent=1)
+        if sae is not None:
+            sae.save(tmp / "sae")
+        os.chmod(tmp, _umask_mode(0o777))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_json({"step": step, "path": final.name}, root / LATEST)
+    old = sorted(p for p in root.glob("step_*") if p.is_dir() and p != final)
+    for p in old[: max(0, len(old) - (keep - 1))]:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The folder ``latest.json`` in ``root`` points at, or None when there is none."""
+    pointer = Path(root) / LATEST
+    if not pointer.is_file():
+        return None
+    path = Path(root) / json.loads(pointer.read_text())["path"]
+    if not (path / "trainer.json").is_file():
+        raise FileNotFoundError(f"{pointer} points at {path}, which holds no trainer.json (corrupt checkpoint dir?)")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """``(tensors, meta)`` of a checkpoint folder written by ``save_checkpoint``."""
+    path = Path(path)
+    return load_file(path / "trainer.safetensors"), json.loads((path / "trainer.json").read_text())

@@ -1,0 +1,96 @@
+"""TopK SAE with AuxK (Gao et al. 2024, "Scaling and evaluating sparse autoencoders", arXiv:2406.04093).
+
+z = ReLU(TopK(W_enc(x - b_dec) + b_enc)), x_hat = W_dec z + b_dec. AuxK (Gao et al. Sec. 2.4 / App. A.2): the
+top ``aux_k`` dead latents' pre-activations reconstruct the residual e = x - x_hat (no bias):
+L = ||x - x_hat||^2 + aux_coefficient * scale * ||e - W_dec z_aux||^2, scale = min(n_dead / aux_k, 1) as in
+EleutherAI sparsify and SAELens. Training runs on the sparse kernels of :mod:`interp.kernels`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from interp.kernels import sparse_decode_autograd, sparse_encode
+from interp.saes.base import SAE, SAEConfig, TrainOutput, reconstruction_metrics
+
+__all__ = ["TopKSAE", "topk_activation"]
+
+
+def topk_activation(pre_acts: Tensor, k: int) -> Tensor:
+    """Dense ``ReLU(TopK(pre_acts))`` along the last axis (ReLU after the selection, as Gao et al. and SAELens)."""
+    vals, idx = pre_acts.topk(k, dim=-1, sorted=False)
+    return torch.zeros_like(pre_acts).scatter(-1, idx, vals.relu())
+
+
+class AuxSelector:
+    """Selector for :func:`interp.kernels.sparse_encode`: a main selection followed by the top ``k_aux``
+    pre-activations among dead latents (ReLU applied); ``n_main`` is the width of the main part after a call."""
+
+    def __init__(self, main, dead_mask: Tensor | None, k_aux: int) -> None:
+        self.main, self.dead_mask, self.k_aux, self.n_main = main, dead_mask, k_aux, 0
+
+    def __call__(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        vals, idx = self.main(pre)
+        self.n_main = vals.shape[1]
+        if self.dead_mask is None or self.k_aux == 0:
+            return vals, idx
+        dead = self.dead_mask.nonzero()[:, 0]
+        aux_vals, aux_pos = pre.index_select(1, dead).topk(self.k_aux, dim=-1, sorted=False)
+        return torch.cat([vals, aux_vals.relu_()], 1), torch.cat([idx, dead[aux_pos]], 1)
+
+
+class TopKSAE(SAE):
+    """TopK sparse autoencoder (Gao et al. 2024) with the AuxK dead-latent loss."""
+
+    architecture = "topk"
+
+    def __init__(self, d_in: int, d_sae: int, k: int, *, aux_k: int | None = None, aux_coefficient: float = 1 / 32,
+                 normalize_decoder: bool = True, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None) -> None:
+        cfg = SAEConfig(self.architecture, d_in, d_sae, k=k, aux_k=aux_k, aux_coefficient=aux_coefficient,
+                        normalize_decoder=normalize_decoder)
+        super().__init__(cfg, dtype=dtype, device=device)
+
+    def activation(self, pre_acts: Tensor) -> Tensor:
+        return topk_activation(pre_acts, self.cfg.k)
+
+    def _main_selector(self):
+        k = self.cfg.k
+
+        def select(pre: Tensor) -> tuple[Tensor, Tensor]:
+            vals, idx = pre.topk(k, dim=-1, sorted=False)
+            return vals.relu_(), idx
+
+        return select
+
+    def training_forward(self, x: Tensor, dead_mask: Tensor | None = None) -> TrainOutput:
+        """Sparse-kernel training step; see the module docstring for the loss."""
+        return sparse_training_step(self, x, dead_mask, self._main_selector())[0]
+
+
+def sparse_training_step(sae: SAE, x: Tensor, dead_mask: Tensor | None, main) -> tuple[TrainOutput, Tensor, Tensor]:
+    """Shared TopK/BatchTopK step on the sparse kernels: ``(TrainOutput, main_vals, main_idx)`` where ``main``
+    selects the active latents from the pre-activations (the AuxK part is appended when latents are dead)."""
+    sae._check_train_input(x, dead_mask)
+    cfg = sae.cfg
+    x = x.to(sae.W_enc.dtype)
+    n_dead = int(dead_mask.sum()) if dead_mask is not None else 0
+    k_aux = min(cfg.effective_aux_k, n_dead)
+    select = AuxSelector(main, dead_mask, k_aux)
+    vals, idx = sparse_encode(x, sae.W_enc, sae.b_enc, sae.b_dec, select)
+    main_vals, main_idx = vals[:, :select.n_main], idx[:, :select.n_main]
+    x_hat = sparse_decode_autograd(main_vals, main_idx, sae.W_dec) + sae.b_dec
+    mse, fvu = reconstruction_metrics(x, x_hat)
+    loss = mse
+    aux = torch.zeros((), dtype=x.dtype, device=x.device)
+    if k_aux:
+        residual = (x - x_hat).detach()
+        e_hat = sparse_decode_autograd(vals[:, select.n_main:], idx[:, select.n_main:], sae.W_dec)
+        aux = (e_hat - residual).pow(2).sum(-1).mean()
+        loss = loss + cfg.aux_coefficient * min(n_dead / cfg.effective_aux_k, 1.0) * aux
+    active = main_vals.detach() > 0
+    fired = torch.zeros(cfg.d_sae, dtype=torch.bool, device=x.device)
+    fired[main_idx[active]] = True
+    metrics = {"mse": mse.detach(), "fvu": fvu, "l0": active.sum(-1).to(x.dtype).mean(), "aux": aux.detach()}
+    return TrainOutput(loss, x_hat, fired, metrics), main_vals.detach(), main_idx

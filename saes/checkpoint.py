@@ -15,9 +15,7 @@ atomically, so a crash at any point leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +23,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from interp.atomic import atomic_dir, atomic_write_json
+
 __all__ = [
-    "atomic_save_safetensors",
-    "atomic_write_json",
     "latest_checkpoint",
     "load_checkpoint",
     "optimizer_from_flat",
@@ -36,48 +34,6 @@ __all__ = [
 ]
 
 LATEST = "latest.json"
-
-
-def _umask_mode(mode: int) -> int:
-    """``mode`` filtered by the process umask (``mkstemp`` / ``mkdtemp`` create 0600 / 0700 entries)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return mode & ~umask
-
-
-def atomic_save_safetensors(tensors: dict[str, Tensor], path: str | Path,
-                            metadata: dict[str, str] | None = None) -> Path:
-    """Write ``tensors`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, _umask_mode(0o666))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def atomic_write_json(obj: Any, path: str | Path) -> Path:
-    """Write ``obj`` as JSON to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode(0o666))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -122,20 +78,12 @@ def save_checkpoint(root: str | Path, step: int, tensors: dict[str, Tensor], met
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = _step_dir(root, step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
-    try:
+    with atomic_dir(final) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / "trainer.safetensors")
         with open(tmp / "trainer.json", "w") as f:
             json.dump({**meta, "step": step}, f, indent=1)
         if sae is not None:
             sae.save(tmp / "sae")
-        os.chmod(tmp, _umask_mode(0o777))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     atomic_write_json({"step": step, "path": final.name}, root / LATEST)
     old = sorted(p for p in root.glob("step_*") if p.is_dir() and p != final)
     for p in old[: max(0, len(old) - (keep - 1))]:

@@ -120,7 +120,7 @@ def _run_eval(args: argparse.Namespace) -> int:
                       skip_special=args.skip_special, progress=True)
     print(json.dumps(result.to_dict(), indent=1))
     if args.json:
-        from interp.saes.checkpoint import atomic_write_json
+        from interp.atomic import atomic_write_json
 
         atomic_write_json(result.to_dict(), args.json)
     if args.html:

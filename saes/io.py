@@ -14,9 +14,6 @@ Other input normalisations and ``hook_z`` reshaping are refused with a ValueErro
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from interp.atomic import atomic_dir, atomic_file
 from interp.saes.base import SAE, SAEConfig
 
 __all__ = ["CFG_FILENAME", "SAELENS_FORMAT_VERSION", "WEIGHTS_FILENAME", "load", "save_sae"]
@@ -63,29 +61,17 @@ def save_sae(sae: SAE, path: str | Path) -> Path:
     tensors = {name: getattr(sae, name).detach().contiguous().cpu() for name in ("W_enc", "W_dec", "b_enc", "b_dec")}
     tensors.update({k: v.detach().contiguous().cpu() for k, v in sae.extra_state_tensors().items()})
     cfg_text = json.dumps(saelens_config(sae), indent=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"path must be a folder (or not exist yet), got the file {path}")
     if not path.exists():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with atomic_dir(path) as tmp:
             save_file(tensors, str(tmp / WEIGHTS_FILENAME))
             (tmp / CFG_FILENAME).write_text(cfg_text)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
-    if not path.is_dir():
-        raise ValueError(f"path must be a folder (or not exist yet), got the file {path}")
-    for name, write in ((WEIGHTS_FILENAME, lambda p: save_file(tensors, p)),
-                        (CFG_FILENAME, lambda p: Path(p).write_text(cfg_text))):
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", dir=path)
-        os.close(fd)
-        try:
-            write(tmp_name)
-            os.replace(tmp_name, path / name)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+    with atomic_file(path / WEIGHTS_FILENAME) as tmp:
+        save_file(tensors, str(tmp))
+    with atomic_file(path / CFG_FILENAME) as tmp:
+        tmp.write_text(cfg_text)
     return path
 
 

@@ -31,7 +31,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from interp.saes.checkpoint import atomic_save_safetensors, atomic_write_json
+from interp.atomic import atomic_save_safetensors, atomic_write_json
 
 __all__ = [
     "CACHE_META",

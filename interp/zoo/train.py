@@ -14,10 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from interp.atomic import atomic_dir
 from interp.zoo import corpus
 from interp.zoo.evaluate import evaluate
 
@@ -131,9 +129,7 @@ def train(cfg: TrainConfig, out: str | Path) -> dict:
 
 
 def _save(model, tok, facts, metrics: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         table = {
@@ -143,15 +139,6 @@ def _save(model, tok, facts, metrics: dict, out: Path) -> None:
         }
         (tmp / "facts.json").write_text(json.dumps(table, indent=1))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        for f in tmp.iterdir():
-            f.chmod(0o644)
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> None:

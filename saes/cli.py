@@ -69,7 +69,7 @@ def _json_object(text: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"expected a JSON object, e.g. '{{\"aux_coefficient\": 0.03}}': {e}")
+        raise argparse.ArgumentTypeError(f"expected a JSON object, e.g. '{{\"aux_coefficient\": 0.03}}': {e}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object; got {text!r}")
     return value

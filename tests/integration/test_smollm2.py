@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-import interp
 
 pytestmark = pytest.mark.integration
 

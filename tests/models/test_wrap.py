@@ -1,6 +1,5 @@
 """Every accepted object wraps into the same interface: HF objects, TransformerLens models, nnsight models."""
 
-import pytest
 import torch
 import transformers
 

@@ -6,23 +6,30 @@ Two ratios per (arch, length):
 
 A second table times the scans alone (same random inputs): HF's ``mamba_selective_scan`` (a Python loop over
 positions) / ``mamba2_chunk_scan`` (chunked SSD, chunk 256) against ours (``selective_scan_chunked`` /
-``ssd_scan_chunked``, and ours with every state materialised), which separates the scan from the projections
-both models share.
+``ssd_scan_chunked`` at the model's chunk, and ours with every state materialised), which separates the scan
+from the projections both models share.
 
-Run: ``python bench/mamba_scan.py [--lengths 64 256 1024] [--d-model 256] [--layers 4] [--batch 1] [--threads 1]``.
-Timings are the minimum over ``--repeats`` runs after one warm-up, in float32 on CPU.
+Default config: a scaled-down Mamba-130m / Mamba-2-130m -- their real layer shapes (d_model 768, expand 2;
+Mamba-1: N 16, dt_rank 48; Mamba-2: N 128, head_dim 64 (24 heads), 1 group) with fewer layers (2) and a small
+vocabulary (1024), so that the per-layer mixer work, not the LM head, is what is compared. The previous default
+(d_model 256, 4 layers, Mamba-2 N 64) is ``--d-model 256 --layers 4 --mamba2-state 64``.
+
+Run: ``python bench/mamba_scan.py [--lengths 64 256 1024] [--d-model 768] [--layers 2] [--batch 1] [--threads 1]``.
+Timings are the median over ``--repeats`` rounds after one warm-up, in float32 on CPU; in each round HF, ours and
+ours-with-states run once each (round-robin, one process, same weights, same token ids, same thread count).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from functools import partial
 
 import torch
 
 
-def build(arch: str, d_model: int, layers: int, vocab: int, d_state: int = 64, seed: int = 0):
+def build(arch: str, d_model: int, layers: int, vocab: int, d_state: int = 128, seed: int = 0):
     import transformers as tf
 
     from interp.mamba import from_hf
@@ -39,14 +46,18 @@ def build(arch: str, d_model: int, layers: int, vocab: int, d_state: int = 64, s
     return hf, from_hf(hf)
 
 
-def best_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def median_times(fns, repeats: int) -> list[float]:
+    """Median wall time of each function over ``repeats`` rounds after one warm-up call each. The functions are
+    timed round-robin (one call of each per round), so that a change in machine load hits all of them alike."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, out in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def scan_inputs(arch: str, T: int, batch: int, d_model: int, d_state: int):
@@ -67,6 +78,7 @@ def scan_table(args) -> None:
     from transformers.models.mamba.modeling_mamba import mamba_selective_scan
     from transformers.models.mamba2.modeling_mamba2 import mamba2_chunk_scan
 
+    from interp.mamba.mamba2 import SSD_CHUNK
     from interp.mamba.scan import selective_scan_chunked, ssd_scan_chunked, ssd_states_chunked
 
     print(f"{'scan':7s} {'T':>5s} {'HF s':>8s} {'fast s':>8s} {'states s':>9s} {'HF/fast':>8s} {'states/HF':>10s}")
@@ -81,10 +93,10 @@ def scan_table(args) -> None:
                 err = (hf().transpose(1, 2) - fast()[0]).abs().max().item()
             else:
                 hf = partial(mamba2_chunk_scan, x, dt, A, B, C, 256, D=D)
-                fast = partial(ssd_scan_chunked, x, dt, A, B, C, D, chunk_size=min(32, T))
+                fast = partial(ssd_scan_chunked, x, dt, A, B, C, D, chunk_size=min(SSD_CHUNK, T))
                 states = partial(ssd_states_chunked, x, dt, A, B, C, D)
                 err = (hf() - fast()[0]).abs().max().item()
-            t_hf, t_fast, t_states = (best_time(f, args.repeats) for f in (hf, fast, states))
+            t_hf, t_fast, t_states = median_times((hf, fast, states), args.repeats)
             print(f"{arch:7s} {T:5d} {t_hf:8.4f} {t_fast:8.4f} {t_states:9.4f} {t_hf / t_fast:7.2f}x "
                   f"{t_states / t_hf:9.2f}x   (max |y diff| {err:.1e})")
 
@@ -94,12 +106,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--archs", nargs="+", default=["mamba", "mamba2"])
-    parser.add_argument("--d-model", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--d-model", type=int, default=768)
+    parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--vocab", type=int, default=1024)
-    parser.add_argument("--mamba2-state", type=int, default=64, help="Mamba-2 state size N (Mamba-1 uses 16)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mamba2-state", type=int, default=128, help="Mamba-2 state size N (Mamba-1 uses 16)")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-scan-table", action="store_true", help="skip the scan-only table")
     args = parser.parse_args()
@@ -107,8 +119,10 @@ def main() -> None:
     from transformers.utils import logging
 
     logging.set_verbosity_error()
-    print(f"d_model {args.d_model}, {args.layers} layers, batch {args.batch}, {args.threads} thread(s), float32; "
-          f"Mamba-1 N=16 (d_inner {2 * args.d_model}); Mamba-2 N={args.mamba2_state}, head_dim 64, 1 group")
+    print(f"d_model {args.d_model}, {args.layers} layers, vocab {args.vocab}, batch {args.batch}, {args.threads} "
+          f"thread(s), float32, median of {args.repeats}; Mamba-1 N=16, d_inner {2 * args.d_model}, dt_rank "
+          f"{-(-args.d_model // 16)}; Mamba-2 N={args.mamba2_state}, head_dim 64 ({2 * args.d_model // 64} heads), "
+          "1 group, HF chunk_size 256")
     print(f"{'arch':7s} {'T':>5s} {'HF s':>8s} {'fast s':>8s} {'states s':>9s} {'HF/fast':>8s} {'states/HF':>10s}")
     for arch in args.archs:
         hf, ours = build(arch, args.d_model, args.layers, args.vocab, args.mamba2_state)
@@ -116,9 +130,9 @@ def main() -> None:
         for T in args.lengths:
             ids = torch.randint(0, args.vocab, (args.batch, T))
             err = (hf(ids).logits - ours(ids)).abs().max().item()
-            t_hf = best_time(partial(hf, ids, use_cache=False), args.repeats)
-            t_fast = best_time(partial(ours, ids), args.repeats)
-            t_states = best_time(partial(ours.run_with_cache, ids, names_filter=names), args.repeats)
+            t_hf, t_fast, t_states = median_times(
+                (partial(hf, ids, use_cache=False), partial(ours, ids),
+                 partial(ours.run_with_cache, ids, names_filter=names)), args.repeats)
             print(f"{arch:7s} {T:5d} {t_hf:8.4f} {t_fast:8.4f} {t_states:9.4f} {t_hf / t_fast:7.2f}x "
                   f"{t_states / t_hf:9.2f}x   (max |logit diff| {err:.1e})")
     if not args.no_scan_table:

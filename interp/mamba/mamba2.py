@@ -34,8 +34,9 @@ __all__ = ["Mamba2Mixer", "GatedRMSNorm", "MAMBA2_SITES"]
 
 MAMBA2_SITES = ("hook_x", "hook_gate", "hook_conv_out", "hook_dt", "hook_B", "hook_C", "hook_ssm_state", "hook_y",
                 "hook_out")
-SSD_CHUNK = 32
-"""Chunk length of the fast SSD scan (a speed knob only: every chunk length gives the same result)."""
+SSD_CHUNK = 64
+"""Chunk length of the fast SSD scan (a speed knob only: every chunk length gives the same result). 64 measured
+fastest here at T 1024 (d_model 256 / N 64 and d_model 768 / N 128; 32 was 5-25% slower, 128 slower again)."""
 
 
 class GatedRMSNorm(nn.Module):

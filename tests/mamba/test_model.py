@@ -72,6 +72,27 @@ def test_cache_values_are_consistent(pair, arch):
     torch.testing.assert_close(normed.pow(2).mean(-1), torch.ones(normed.shape[:2]), rtol=1e-3, atol=1e-3)
 
 
+def test_recorded_states_are_kept_without_a_copy(pair, arch):
+    """At the bench lengths (T a multiple of the scan chunk) the per-step states are written into one fresh
+    contiguous tensor that the cache keeps as is (a view would be cloned: a second full-size copy), and the
+    scan inputs the conv hands on are channel-contiguous [b, T, ...] (a transposed view, T innermost, slowed the
+    state writes ~2-3x)."""
+    _, model = pair(arch)
+    names = [f"blocks.{l}.mixer.hook_ssm_state" for l in range(model.n_layers)]
+    seen = {}
+
+    def grab(act, *, hook):
+        seen[hook.name] = act
+
+    _, cache = model.run_with_cache(ids(2, 64), names_filter=names,
+                                    fwd_hooks=[("blocks.0.mixer.hook_conv_out", grab)])
+    for name in names:
+        assert cache[name]._base is None and cache[name].is_contiguous()
+    assert seen["blocks.0.mixer.hook_conv_out"].stride(-1) == 1
+    ref_logits = model(ids(2, 64))
+    torch.testing.assert_close(model.run_with_cache(ids(2, 64), names_filter=names)[0], ref_logits, **TOL)
+
+
 def test_last_state_equals_hf_recurrent_state(pair, arch):
     hf, model = pair(arch)
     tokens = ids(2, 19)

@@ -15,6 +15,7 @@ from interp.mamba.scan import (
     ssd_scan_chunked,
     ssd_scan_ref,
     ssd_states_chunked,
+    states_chunk,
 )
 
 F64 = torch.float64
@@ -206,3 +207,36 @@ def test_gradients_match_reference():
     g = torch.autograd.grad((y.sin().sum() + s.cos().sum()), list(inp.values()))
     for a, b in zip(g, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("T", [1, 20, 63, 64, 96, 97, 256, 1000, 1024])
+def test_states_chunk(T):
+    L = states_chunk(T)
+    assert 1 <= L <= 64
+    if T <= 64:
+        assert L == T
+    elif any(T % c == 0 for c in range(32, 65)):
+        assert T % L == 0 and L >= 32
+
+
+@pytest.mark.parametrize("T", [97, 128])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_default_chunk_states_match_reference_and_own_their_memory(T, with_h0):
+    """Default chunk lengths (the model's): every state written straight into one tensor that is not a view
+    when no padding is needed (so a cache keeps it without a copy), and equal to the per-step loop."""
+    inp = mamba1_inputs(2, T, d=5, N=3)
+    h0 = torch.randn(2, 5, 3, dtype=F64) if with_h0 else None
+    y_ref, s_ref = selective_scan_ref(**inp, h0=h0)
+    y, states, final = selective_scan_chunked(**inp, h0=h0)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(states, s_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(final, s_ref[:, -1], rtol=1e-12, atol=1e-12)
+    inp = mamba2_inputs(2, T)
+    h0 = torch.randn(2, 4, 3, 5, dtype=F64) if with_h0 else None
+    y_ref, s_ref = ssd_scan_ref(**inp, h0=h0)
+    y, states, final = ssd_states_chunked(**inp, h0=h0)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(states, s_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(final, s_ref[:, -1], rtol=1e-12, atol=1e-12)
+    if T % states_chunk(T) == 0:
+        assert states._base is None and states.is_contiguous()

@@ -110,5 +110,4 @@ def wrap(obj: Any, tokenizer: Any = None) -> HookedModel:
         from interp.models.hf_transformer import HFTransformer
 
         return HFTransformer(obj, tokenizer=tokenizer)
-    what = type(obj).__name__ if isinstance(obj, nn.Module) else repr(obj)[:80]
-    raise TypeError(f"cannot wrap {what}. Accepted: {ACCEPTED}")
+    raise TypeError(f"cannot wrap a {type(obj).__name__}. Accepted: {ACCEPTED}")

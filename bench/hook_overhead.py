@@ -63,12 +63,14 @@ def main() -> None:
         before = _max_rss_bytes()
         _, cache = model.run_with_cache(tokens)
         added = _max_rss_bytes() - before
-    print(f"model {args.model}  batch {args.batch}  seq {args.seq}  repeats {args.repeats}  threads {torch.get_num_threads()}")
+    print(f"model {args.model}  batch {args.batch}  seq {args.seq}  repeats {args.repeats}  "
+          f"threads {torch.get_num_threads()}")
     print(f"plain forward                                  {t_plain * 1e3:8.1f} ms   1.00x")
     print(f"run_with_cache(hook_pattern, all layers)       {t_cache * 1e3:8.1f} ms   {r_cache:.2f}x   (goal <= 1.10x)")
     print(f"run_with_hooks(identity on every hook_resid_*) {t_hook * 1e3:8.1f} ms   {r_hook:.2f}x")
     print(f"full cache: {len(cache)} sites, {cache.nbytes() / 2**20:.0f} MiB of tensors; peak RSS grew "
-          f"{added / 2**20:.0f} MiB -> {added / cache.nbytes():.2f}x the tensors (the forward's own peak was measured first)")
+          f"{added / 2**20:.0f} MiB -> {added / cache.nbytes():.2f}x the tensors "
+          "(the forward's own peak was measured first)")
 
 
 if __name__ == "__main__":

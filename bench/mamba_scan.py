@@ -1,8 +1,11 @@
 """Benchmark: HookedMamba's scans against Hugging Face's torch path, same weights, same inputs, same process.
 
-Two ratios per (arch, length):
+Three ratios per (arch, length):
 - ``fast``: HF forward time / our unhooked forward time (goal >= 3x: our chunked scans vs HF's loop / chunked SSD);
-- ``states``: our ``run_with_cache`` of every layer's ``hook_ssm_state`` / HF forward (goal <= 1.0x).
+- ``states``: our ``run_with_cache`` of every layer's ``hook_ssm_state`` / HF forward (goal <= 1.0x);
+- ``ceiling``: HF forward time / our forward with the scan replaced by ``y = D x`` (no scan at all): the best
+  ``fast`` ratio any scan could reach, since everything else (projections, convolution, norms, LM head) is the
+  same work in both models.
 
 A second table times the scans alone (same random inputs): HF's ``mamba_selective_scan`` (a Python loop over
 positions) / ``mamba2_chunk_scan`` (chunked SSD, chunk 256) against ours (``selective_scan_chunked`` /
@@ -58,6 +61,30 @@ def median_times(fns, repeats: int) -> list[float]:
             fn()
             out.append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
+
+
+class no_scan:
+    """Context manager: our mixers skip the scan (``y = D x``), leaving every other op of the forward in place."""
+
+    def __enter__(self):
+        import interp.mamba.mamba1 as m1
+        import interp.mamba.mamba2 as m2
+
+        self.saved = (m1.selective_scan_chunked, m2.ssd_scan_chunked)
+        m1.selective_scan_chunked = lambda x, dt, A, B, C, D, **kw: (D * x.float(), None, None)
+        m2.ssd_scan_chunked = lambda x, dt, A, B, C, D, **kw: (D[:, None] * x.float(), None)
+        return self
+
+    def __exit__(self, *exc):
+        import interp.mamba.mamba1 as m1
+        import interp.mamba.mamba2 as m2
+
+        m1.selective_scan_chunked, m2.ssd_scan_chunked = self.saved
+
+
+def _no_scan_forward(model, ids):
+    with no_scan():
+        return model(ids)
 
 
 def scan_inputs(arch: str, T: int, batch: int, d_model: int, d_state: int):
@@ -123,18 +150,20 @@ def main() -> None:
           f"thread(s), float32, median of {args.repeats}; Mamba-1 N=16, d_inner {2 * args.d_model}, dt_rank "
           f"{-(-args.d_model // 16)}; Mamba-2 N={args.mamba2_state}, head_dim 64 ({2 * args.d_model // 64} heads), "
           "1 group, HF chunk_size 256")
-    print(f"{'arch':7s} {'T':>5s} {'HF s':>8s} {'fast s':>8s} {'states s':>9s} {'HF/fast':>8s} {'states/HF':>10s}")
+    print(f"{'arch':7s} {'T':>5s} {'HF s':>8s} {'fast s':>8s} {'states s':>9s} {'noscan s':>9s} {'HF/fast':>8s} "
+          f"{'states/HF':>10s} {'ceiling':>8s}")
     for arch in args.archs:
         hf, ours = build(arch, args.d_model, args.layers, args.vocab, args.mamba2_state)
-        names = [f"blocks.{l}.mixer.hook_ssm_state" for l in range(ours.n_layers)]
+        names = [f"blocks.{layer}.mixer.hook_ssm_state" for layer in range(ours.n_layers)]
         for T in args.lengths:
             ids = torch.randint(0, args.vocab, (args.batch, T))
             err = (hf(ids).logits - ours(ids)).abs().max().item()
-            t_hf, t_fast, t_states = median_times(
+            t_hf, t_fast, t_states, t_none = median_times(
                 (partial(hf, ids, use_cache=False), partial(ours, ids),
-                 partial(ours.run_with_cache, ids, names_filter=names)), args.repeats)
-            print(f"{arch:7s} {T:5d} {t_hf:8.4f} {t_fast:8.4f} {t_states:9.4f} {t_hf / t_fast:7.2f}x "
-                  f"{t_states / t_hf:9.2f}x   (max |logit diff| {err:.1e})")
+                 partial(ours.run_with_cache, ids, names_filter=names), partial(_no_scan_forward, ours, ids)),
+                args.repeats)
+            print(f"{arch:7s} {T:5d} {t_hf:8.4f} {t_fast:8.4f} {t_states:9.4f} {t_none:9.4f} {t_hf / t_fast:7.2f}x "
+                  f"{t_states / t_hf:9.2f}x {t_hf / t_none:7.2f}x   (max |logit diff| {err:.1e})")
     if not args.no_scan_table:
         scan_table(args)
 

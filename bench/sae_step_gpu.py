@@ -15,7 +15,6 @@ import os
 import sys
 
 import torch
-
 from sae_step import ours_step_fn, report, run
 
 from interp.kernels import ENV_VAR, triton_available

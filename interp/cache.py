@@ -21,7 +21,7 @@ class ActivationCache(Mapping[str, Tensor]):
     site suffix works: ``cache["resid_post", 0]``, ``cache["ssm_state", 2]``).
     """
 
-    def __init__(self, data: dict[str, Tensor], model: "HookedModel | None" = None) -> None:
+    def __init__(self, data: dict[str, Tensor], model: HookedModel | None = None) -> None:
         self._data = data
         self.model = model
 
@@ -29,7 +29,8 @@ class ActivationCache(Mapping[str, Tensor]):
         if isinstance(key, str):
             if key in self._data:
                 return key
-            raise KeyError(f"{key!r} is not in this cache; it holds {len(self._data)} sites, e.g. {list(self._data)[:3]}")
+            raise KeyError(f"{key!r} is not in this cache; it holds {len(self._data)} sites, "
+                           f"e.g. {list(self._data)[:3]}")
         if isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str) and isinstance(key[1], int):
             short, layer = key
             suffix = short if short.startswith("hook_") else f"hook_{short}"

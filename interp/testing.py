@@ -22,7 +22,7 @@ VOCAB_SIZE = 128  # >= len(_SPECIALS) + len(_CHARS) == 100; the rest are unused 
 
 def char_tokenizer():
     """A character-level ``PreTrainedTokenizerFast`` (ids: 0 pad, 1 bos, 2 eos, 3 unk, then characters)."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {t: i for i, t in enumerate(_SPECIALS + _CHARS)}

@@ -117,7 +117,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     if tokens.shape[0] == 0:
         raise ValueError(f"--skip-sequences {args.skip_sequences} leaves no sequence of the dataset to evaluate")
     result = evaluate(sae, model, args.site, tokens, batch_size=args.batch_size, max_sequences=args.max_sequences,
-                      skip_special=args.skip_special, progress=True)
+                      skip_special=args.skip_special, max_norm_ratio=args.max_norm_ratio,
+                      progress=True)
     print(json.dumps(result.to_dict(), indent=1))
     if args.json:
         from interp.atomic import atomic_write_json
@@ -148,6 +149,9 @@ def register(subparsers) -> None:
     ev.add_argument("--max-sequences", type=int, default=64, help="sequences to evaluate (default: 64)")
     ev.add_argument("--skip-special", action=argparse.BooleanOptionalAction, default=True,
                     help="leave BOS/EOS/pad positions out of the SAE metrics and interventions (default: on)")
+    ev.add_argument("--max-norm-ratio", type=float, default=None,
+                    help="leave positions whose activation norm exceeds this multiple of the batch median out of "
+                         "the SAE metrics and interventions (massive activations; default: keep all)")
     ev.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     ev.add_argument("--html", default=None, help="write the feature-density histogram to this HTML file")
     ev.set_defaults(func=_run_eval)

@@ -31,7 +31,14 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from interp.mamba.implicit_attention import CHUNK_ELEMENTS, _check_mamba, mamba1_alpha, mamba2_alpha, scan_sites, ssm_params
+from interp.mamba.implicit_attention import (
+    CHUNK_ELEMENTS,
+    _check_mamba,
+    mamba1_alpha,
+    mamba2_alpha,
+    scan_sites,
+    ssm_params,
+)
 
 __all__ = ["block_mask", "knockout_hooks", "knockout", "run_with_knockout"]
 

@@ -39,7 +39,7 @@ class AttentionSite:
         return bool(reg) and any(reg.hooked(self.prefix + s) for s in _EAGER_SUFFIXES)
 
 
-_SITES: "weakref.WeakKeyDictionary[nn.Module, AttentionSite]" = weakref.WeakKeyDictionary()
+_SITES: weakref.WeakKeyDictionary[nn.Module, AttentionSite] = weakref.WeakKeyDictionary()
 
 
 def register_attention(module: nn.Module, site: AttentionSite) -> None:

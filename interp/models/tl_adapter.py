@@ -18,7 +18,8 @@ __all__ = ["TLModel"]
 
 
 class TLModel(HookedModel):
-    """Adapter over a TransformerLens model (``HookedTransformer`` in transformer-lens 3.x, or ``TransformerBridge``)."""
+    """Adapter over a TransformerLens model (``HookedTransformer`` in transformer-lens 3.x, or
+    ``TransformerBridge``)."""
 
     def __init__(self, tl_model: nn.Module) -> None:
         if not hasattr(tl_model, "hook_dict") or not hasattr(tl_model, "cfg"):

@@ -123,7 +123,8 @@ def train(cfg: TrainConfig, out: str | Path) -> dict:
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     model.eval()
     metrics = evaluate(lambda t: model(input_ids=t).logits, tok)
-    metrics.update(train_seconds=round(seconds, 1), train_cpu_seconds=round(cpu_seconds, 1), final_loss=round(loss.item(), 4), config=asdict(cfg))
+    metrics.update(train_seconds=round(seconds, 1), train_cpu_seconds=round(cpu_seconds, 1),
+                   final_loss=round(loss.item(), 4), config=asdict(cfg))
     _save(model, tok, facts, metrics, Path(out))
     return metrics
 

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-
 pytestmark = pytest.mark.integration
 
 
@@ -24,7 +23,8 @@ def test_parity_with_hf_and_cache(smollm2):
     with torch.no_grad():
         ref = hf(tokens).logits
         assert (smollm2(tokens) - ref).abs().max() <= 1e-4
-    logits, cache = smollm2.run_with_cache(tokens, names_filter=lambda n: n.endswith(("hook_pattern", "hook_result", "hook_attn_out")))
+    wanted = ("hook_pattern", "hook_result", "hook_attn_out")
+    logits, cache = smollm2.run_with_cache(tokens, names_filter=lambda n: n.endswith(wanted))
     assert (logits - ref).abs().max() <= 1e-4
     pats = cache.stack("attn.hook_pattern")
     assert pats.shape == (30, 2, 9, tokens.shape[1], tokens.shape[1])

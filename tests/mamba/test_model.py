@@ -78,7 +78,7 @@ def test_recorded_states_are_kept_without_a_copy(pair, arch):
     scan inputs the conv hands on are channel-contiguous [b, T, ...] (a transposed view, T innermost, slowed the
     state writes ~2-3x)."""
     _, model = pair(arch)
-    names = [f"blocks.{l}.mixer.hook_ssm_state" for l in range(model.n_layers)]
+    names = [f"blocks.{layer}.mixer.hook_ssm_state" for layer in range(model.n_layers)]
     seen = {}
 
     def grab(act, *, hook):
@@ -132,7 +132,10 @@ def test_patched_state_continues_the_scan(pair, arch, in_place):
     torch.testing.assert_close(y1[0:1, t + 1:], y_after, rtol=1e-5, atol=1e-5)
     h = patched_state
     Ct = clean[p + "hook_C"][0, t]
-    y_t = (h * Ct).sum(-1) if arch == "mamba" else (h * Ct.repeat_interleave(model.n_heads // Ct.shape[0], 0)[:, None]).sum(-1)
+    if arch == "mamba":
+        y_t = (h * Ct).sum(-1)
+    else:
+        y_t = (h * Ct.repeat_interleave(model.n_heads // Ct.shape[0], 0)[:, None]).sum(-1)
     D = mixer.D.float() if arch == "mamba" else mixer.D.float()[:, None]
     torch.testing.assert_close(y1[0, t], y_t + D * clean[p + "hook_conv_out"][0, t], rtol=1e-5, atol=1e-5)
 

@@ -120,7 +120,8 @@ def _manual_patched(inp, patches):
         h = torch.zeros(inp["x"].shape[2], inp["A"].shape[1], dtype=F64)
         hs = []
         for t in range(T):
-            h = torch.exp(inp["dt"][r, t, :, None] * inp["A"]) * h + (inp["dt"][r, t] * inp["x"][r, t])[:, None] * inp["B"][r, t]
+            decay = torch.exp(inp["dt"][r, t, :, None] * inp["A"])
+            h = decay * h + (inp["dt"][r, t] * inp["x"][r, t])[:, None] * inp["B"][r, t]
             if (r, t) in patches:
                 h = patches[(r, t)]
             hs.append(h)

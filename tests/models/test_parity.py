@@ -53,7 +53,8 @@ def test_result_sums_to_attn_out(tiny_dir, arch):
     model, hf = _pair(tiny_dir, arch)
     _, cache = model.run_with_cache(torch.randint(0, 100, (2, 7)))
     for layer in range(model.n_layers):
-        o_proj = model.hf_model.get_submodule(model.table.layers)[layer].get_submodule(model.table.attn).get_submodule(model.table.o_proj)
+        attn = model.hf_model.get_submodule(model.table.layers)[layer].get_submodule(model.table.attn)
+        o_proj = attn.get_submodule(model.table.o_proj)
         bias = o_proj.bias if o_proj.bias is not None else 0
         summed = cache[f"blocks.{layer}.attn.hook_result"].sum(2) + bias
         torch.testing.assert_close(summed, cache[f"blocks.{layer}.hook_attn_out"], atol=1e-5, rtol=1e-5)
@@ -72,7 +73,8 @@ def test_zeroing_one_head_changes_exactly_its_contribution(tiny_dir, arch):
         z[:, :, head] = 0
         return z
 
-    _, patched = model.run_with_cache(tokens, names_filter=names, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", zero_head)])
+    _, patched = model.run_with_cache(tokens, names_filter=names,
+                                      fwd_hooks=[(f"blocks.{layer}.attn.hook_z", zero_head)])
     res_c, res_p = clean[names[0]], patched[names[0]]
     assert res_p[:, :, head].abs().max() == 0
     others = [h for h in range(model.n_heads) if h != head]
@@ -139,7 +141,8 @@ def test_predicate_hooks_and_hook_info(tiny_dir):
     model, _ = _pair(tiny_dir, "llama")
     seen = []
     model.run_with_hooks(torch.randint(0, 100, (1, 3)),
-                         fwd_hooks=[(lambda n: n.endswith("hook_resid_post"), lambda a, hook: seen.append((hook.name, hook.layer)))])
+                         fwd_hooks=[(lambda n: n.endswith("hook_resid_post"),
+                                     lambda a, hook: seen.append((hook.name, hook.layer)))])
     assert seen == [("blocks.0.hook_resid_post", 0), ("blocks.1.hook_resid_post", 1)]
 
 

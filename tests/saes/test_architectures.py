@@ -5,8 +5,16 @@ import math
 import pytest
 import torch
 
-from interp.saes import (ARCHITECTURES, BatchTopKSAE, JumpReLUSAE, ReLUSAE, SAEConfig, TopKSAE, build_sae,
-                         sae_from_config)
+from interp.saes import (
+    ARCHITECTURES,
+    BatchTopKSAE,
+    JumpReLUSAE,
+    ReLUSAE,
+    SAEConfig,
+    TopKSAE,
+    build_sae,
+    sae_from_config,
+)
 from interp.saes.geometric_median import geometric_median
 
 KW = {"topk": {"k": 3}, "batchtopk": {"k": 3}, "relu": {"l1_coefficient": 0.1},

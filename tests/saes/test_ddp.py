@@ -14,7 +14,6 @@ from interp.saes.store import write_activation_cache
 from interp.saes.train import train
 
 
-
 def test_two_ranks_match_one_process(tmp_path):
     g = torch.Generator().manual_seed(0)
     dictionary = torch.nn.functional.normalize(torch.randn(40, 24, generator=g), dim=1)

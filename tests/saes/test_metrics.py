@@ -10,8 +10,6 @@ import interp
 from interp.saes import ReLUSAE, TopKSAE
 from interp.saes.metrics import SAEEval, evaluate
 
-
-
 SITE = "blocks.0.hook_resid_post"
 
 
@@ -145,3 +143,30 @@ def test_eval_cli_writes_json_and_html(llama, tiny_dir, tmp_path, capsys):
     for key, value in expected.items():
         assert written[key] == pytest.approx(value, rel=1e-6), key
     assert "plotly" in (tmp_path / "d.html").read_text()[:5000].lower()
+
+
+def test_max_norm_ratio_leaves_massive_activations_out(tiny_dir, tokens):
+    """A token whose embedding is scaled up plays a massive activation: with ``max_norm_ratio`` its positions drop
+    out of the reconstruction metrics (counted in ``n_outliers``) and are left untouched by the splice."""
+    model = interp.load_model(str(tiny_dir("llama")))
+    toks = tokens.clone()
+    toks[toks == 50] = 51
+    toks[[0, 3], 1] = 50
+    with torch.no_grad():
+        model.hf_model.get_input_embeddings().weight[50] *= 1000
+    sae = TopKSAE(model.d_model, 96, k=5)
+    plain = evaluate(sae, model, SITE, toks, batch_size=3, progress=False)
+    cut = evaluate(sae, model, SITE, toks, batch_size=3, max_norm_ratio=20, progress=False)
+    assert plain.n_outliers == 0 and cut.n_outliers == 2
+    assert cut.n_tokens == plain.n_tokens - 2
+    _, cache = model.run_with_cache(toks, names_filter=[SITE])
+    keep = ~torch.isin(toks, torch.tensor([0, 1, 2, 50]))
+    x = cache[SITE][keep]
+    with torch.no_grad():
+        x_hat = sae(x).x_hat
+    x, x_hat = x.double(), x_hat.double()
+    assert cut.fvu == pytest.approx(float((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()), rel=1e-6)
+    assert cut.mse == pytest.approx(float((x - x_hat).pow(2).sum(-1).mean()), rel=1e-6)
+    assert plain.fvu < cut.fvu  # the two huge rows dominate the variance
+    with pytest.raises(ValueError, match="max_norm_ratio must be a number > 1"):
+        evaluate(sae, model, SITE, toks, max_norm_ratio=0.5, progress=False)

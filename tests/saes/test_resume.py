@@ -13,7 +13,6 @@ from interp.saes.config import TrainConfig
 from interp.saes.train import EXIT_AFTER_ENV, train
 
 
-
 def test_killed_run_resumes_bit_exactly(tiny_dir, tmp_path):
     text = tmp_path / "corpus.txt"
     text.write_text("\n\n".join(f"Paragraph {i}: {'abcdefgh'[i % 8] * (i % 5 + 1)} went {i * 3} miles."

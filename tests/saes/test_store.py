@@ -16,8 +16,6 @@ from interp.saes.store import (
     write_activation_cache,
 )
 
-
-
 SITE = "blocks.0.hook_resid_post"
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Pack my box with five dozen liquor jugs!",
          "Sphinx of black quartz, judge my vow; 12345 and 67890."] * 4

@@ -16,7 +16,6 @@ from interp.saes.store import ActivationStore, TensorActivations, write_activati
 from interp.saes.train import NonFiniteError, train
 
 
-
 def _sparse_data(n: int = 4096, d: int = 16, n_feat: int = 48, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     dictionary = torch.randn(n_feat, d, generator=g)

@@ -15,8 +15,8 @@ reconstruction metrics (an SAE trained without them should not be judged on them
 
 ``max_norm_ratio`` does the same for *massive activations* (Sun et al. 2024, "Massive Activations in Large Language
 Models"): positions whose activation norm exceeds ``max_norm_ratio`` times the median norm of their batch. In
-SmolLM2's residual stream a few tokens near the start of a context reach ~80x the median norm; two such rows in
-4,000 carry most of the variance and make FVU look far better than it is on ordinary tokens. The default (None)
+SmolLM2's residual stream a few tokens near the start of a context reach ~90x the median norm; two or three such rows in
+4,000-7,500 carry most of the variance and make FVU look far better than it is on ordinary tokens. The default (None)
 keeps every non-special position, the plain definition above; ``n_outliers`` says how many were left out.
 """
 

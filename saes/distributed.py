@@ -65,9 +65,13 @@ def setup(device: str = "cpu") -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), device, owns)
 
 
-def teardown(info: DistInfo) -> None:
-    """Leave the process group (if this module joined one)."""
+def teardown(info: DistInfo, *, completed: bool = True) -> None:
+    """Leave the process group (if this module joined one). After a ``completed`` run the ranks first meet at a
+    barrier, so that no rank closes its connections while a peer is still finishing its last collective (a
+    failed run skips it: its peers may be stuck in another collective and never arrive)."""
     if info.owns_group and dist.is_initialized():
+        if completed and info.active:
+            dist.barrier()
         dist.destroy_process_group()
 
 

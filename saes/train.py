@@ -142,6 +142,7 @@ class _Run:
         self.opt = torch.optim.Adam(self.params, lr=config.lr, betas=config.adam_betas)
         self.since_fired = torch.zeros(config.d_sae, dtype=torch.long, device=info.device)
         self.step, self.history, self.last_checkpoint = 0, [], None
+        self.saved_step: int | None = None  # step of the last checkpoint, known on every rank (only rank 0 writes)
 
     def fresh_start(self) -> None:
         if self.config.b_dec_init is not None:
@@ -171,6 +172,7 @@ class _Run:
         if self.info.is_main:
             tensors, meta = self.state()
             self.last_checkpoint = save_checkpoint(self.config.checkpoint_dir, self.step, tensors, meta, sae=self.sae)
+        self.saved_step = self.step
         D.barrier(self.info)
 
     def restore(self, path: Path) -> None:
@@ -191,6 +193,7 @@ class _Run:
         if "rng.cuda" in tensors and self.info.device.startswith("cuda"):
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.info.device)
         self.step, self.history, self.last_checkpoint = int(meta["step"]), list(meta["history"]), path
+        self.saved_step = self.step
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, Tensor]:
@@ -245,6 +248,7 @@ def train(config: TrainConfig, *, model=None, store: ActivationStore | None = No
     from tqdm.auto import tqdm
 
     info = D.setup(config.device)
+    completed = False
     try:
         if store is None:
             model = model if model is not None else _load_model(config, info)
@@ -274,10 +278,12 @@ def train(config: TrainConfig, *, model=None, store: ActivationStore | None = No
             if run.step == exit_after:
                 os._exit(86)
         bar.close()
-        saved = run.last_checkpoint is not None and run.last_checkpoint.name == f"step_{run.step:08d}"
-        if config.checkpoint_dir and not saved:
+        # ``saved_step`` (not ``last_checkpoint``, which only rank 0 sets) so that every rank makes the same choice:
+        # save() ends in a barrier that all ranks must enter.
+        if config.checkpoint_dir and run.saved_step != run.step:
             run.save()
         run.sae.eval()
+        completed = True
         return TrainResult(run.sae, config, run.step, run.history, run.last_checkpoint)
     finally:
-        D.teardown(info)
+        D.teardown(info, completed=completed)

@@ -20,7 +20,7 @@ def test_two_ranks_match_one_process(tmp_path):
     acts = ((torch.rand(3000, 40, generator=g) < 0.08) * torch.rand(3000, 40, generator=g) * 3) @ dictionary
     write_activation_cache(acts, tmp_path / "acts", 3000, shard_rows=1000, progress=False)
     common = dict(site="x", d_sae=64, k=4, activations=str(tmp_path / "acts"), batch_size=128, buffer_batches=4,
-                  steps=12, lr=3e-3, warmup_steps=2, log_every=4, progress=False)
+                  steps=12, lr=3e-3, warmup_steps=2, log_every=4, checkpoint_every=6, progress=False)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in common.items() if k != "progress"] + ["--no-progress"]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                              "MASTER_PORT")}
@@ -35,4 +35,6 @@ def test_two_ranks_match_one_process(tmp_path):
     ddp = load(tmp_path / "ddp" / "step_00000012" / "sae")
     for name, p in single.sae.state_dict().items():
         torch.testing.assert_close(ddp.state_dict()[name], p, rtol=1e-5, atol=1e-6)
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["latest.json", "step_00000012"]
+    # checkpoint_every divides the step count: every rank must agree that the last step is already saved (rank 1
+    # used to save again alone and wait in a barrier that rank 0 never entered)
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["latest.json", "step_00000006", "step_00000012"]

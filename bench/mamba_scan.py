@@ -1,16 +1,18 @@
 """Benchmark: HookedMamba's scans against Hugging Face's torch path, same weights, same inputs, same process.
 
-Three ratios per (arch, length):
-- ``fast``: HF forward time / our unhooked forward time (goal >= 3x: our chunked scans vs HF's loop / chunked SSD);
-- ``states``: our ``run_with_cache`` of every layer's ``hook_ssm_state`` / HF forward (goal <= 1.0x);
+Ratios per (arch, length), our model on its default scans (the native C scans of :mod:`interp.mamba.native`
+when they build) and, side by side, on the torch scans (``INTERP_MAMBA_SCAN=torch``, the fallback):
+- ``HF/fast``: HF forward time / our unhooked forward time (goal >= 3x);
+- ``states/HF``: our ``run_with_cache`` of every layer's ``hook_ssm_state`` / HF forward (goal <= 1.0x);
 - ``ceiling``: HF forward time / our forward with the scan replaced by ``y = D x`` (no scan at all): the best
-  ``fast`` ratio any scan could reach, since everything else (projections, convolution, norms, LM head) is the
-  same work in both models.
+  ``HF/fast`` any scan could reach, since everything else (projections, convolution, norms, LM head) is the
+  same work in both models;
+- ``HF/torch`` and ``tstates/HF``: the first two with the torch scans.
 
 A second table times the scans alone (same random inputs): HF's ``mamba_selective_scan`` (a Python loop over
-positions) / ``mamba2_chunk_scan`` (chunked SSD, chunk 256) against ours (``selective_scan_chunked`` /
-``ssd_scan_chunked`` at the model's chunk, and ours with every state materialised), which separates the scan
-from the projections both models share.
+positions) / ``mamba2_chunk_scan`` (chunked SSD, chunk 256) against our native scan, our torch scan
+(``selective_scan_chunked`` / ``ssd_scan_chunked`` at the model's chunk) and our native scan writing every
+state, which separates the scans from the projections both models share.
 
 Default config: a scaled-down Mamba-130m / Mamba-2-130m -- their real layer shapes (d_model 768, expand 2;
 Mamba-1: N 16, dt_rank 48; Mamba-2: N 128, head_dim 64 (24 heads), 1 group) with fewer layers (2) and a small
@@ -18,13 +20,16 @@ vocabulary (1024), so that the per-layer mixer work, not the LM head, is what is
 (d_model 256, 4 layers, Mamba-2 N 64) is ``--d-model 256 --layers 4 --mamba2-state 64``.
 
 Run: ``python bench/mamba_scan.py [--lengths 64 256 1024] [--d-model 768] [--layers 2] [--batch 1] [--threads 1]``.
-Timings are the median over ``--repeats`` rounds after one warm-up, in float32 on CPU; in each round HF, ours and
-ours-with-states run once each (round-robin, one process, same weights, same token ids, same thread count).
+Timings are the median over ``--repeats`` rounds after one warm-up, in float32 on CPU; in each round every
+variant runs once (round-robin, one process, same weights, same token ids, same thread count). State buffers
+come from :func:`interp.mamba.buffers.empty_large`, which reuses freed ones: after the warm-up, the recording
+runs write into memory already mapped (``INTERP_BUFFER_POOL_MIB=0`` measures fresh memory every call).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from functools import partial
@@ -70,16 +75,16 @@ class no_scan:
         import interp.mamba.mamba1 as m1
         import interp.mamba.mamba2 as m2
 
-        self.saved = (m1.selective_scan_chunked, m2.ssd_scan_chunked)
-        m1.selective_scan_chunked = lambda x, dt, A, B, C, D, **kw: (D * x.float(), None, None)
-        m2.ssd_scan_chunked = lambda x, dt, A, B, C, D, **kw: (D[:, None] * x.float(), None)
+        self.saved = (m1.mamba1_scan, m2.mamba2_scan)
+        m1.mamba1_scan = lambda x, dt, A, B, C, D, *a, **kw: (D * x.float(), None, None)
+        m2.mamba2_scan = lambda x, dt, A, B, C, D, *a, **kw: (D[:, None] * x.float(), None, None)
         return self
 
     def __exit__(self, *exc):
         import interp.mamba.mamba1 as m1
         import interp.mamba.mamba2 as m2
 
-        m1.selective_scan_chunked, m2.ssd_scan_chunked = self.saved
+        m1.mamba1_scan, m2.mamba2_scan = self.saved
 
 
 def _no_scan_forward(model, ids):
@@ -106,26 +111,52 @@ def scan_table(args) -> None:
     from transformers.models.mamba2.modeling_mamba2 import mamba2_chunk_scan
 
     from interp.mamba.mamba2 import SSD_CHUNK
-    from interp.mamba.scan import selective_scan_chunked, ssd_scan_chunked, ssd_states_chunked
+    from interp.mamba.native import mamba1_scan_native, mamba2_scan_native
+    from interp.mamba.scan import selective_scan_chunked, ssd_scan_chunked
 
-    print(f"{'scan':7s} {'T':>5s} {'HF s':>8s} {'fast s':>8s} {'states s':>9s} {'HF/fast':>8s} {'states/HF':>10s}")
+    print(f"{'scan':7s} {'T':>5s} {'HF s':>8s} {'native s':>9s} {'torch s':>8s} {'states s':>9s} "
+          f"{'HF/native':>10s} {'HF/torch':>9s} {'states/HF':>10s}")
     for arch in args.archs:
         for T in args.lengths:
             x, dt, A, B, C, D = scan_inputs(arch, T, args.batch, args.d_model, args.mamba2_state)
             if arch == "mamba":
                 hf_args = (x.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D)
                 hf = partial(mamba_selective_scan, *hf_args)
-                fast = partial(selective_scan_chunked, x, dt, A, B, C, D, return_states=False)
-                states = partial(selective_scan_chunked, x, dt, A, B, C, D)
+                fast = partial(mamba1_scan_native, x, dt, A, B, C, D)
+                torch_scan = partial(selective_scan_chunked, x, dt, A, B, C, D, return_states=False)
+                states = partial(mamba1_scan_native, x, dt, A, B, C, D, return_states=True)
                 err = (hf().transpose(1, 2) - fast()[0]).abs().max().item()
             else:
                 hf = partial(mamba2_chunk_scan, x, dt, A, B, C, 256, D=D)
-                fast = partial(ssd_scan_chunked, x, dt, A, B, C, D, chunk_size=min(SSD_CHUNK, T))
-                states = partial(ssd_states_chunked, x, dt, A, B, C, D)
+                fast = partial(mamba2_scan_native, x, dt, A, B, C, D)
+                torch_scan = partial(ssd_scan_chunked, x, dt, A, B, C, D, chunk_size=min(SSD_CHUNK, T))
+                states = partial(mamba2_scan_native, x, dt, A, B, C, D, return_states=True)
                 err = (hf() - fast()[0]).abs().max().item()
-            t_hf, t_fast, t_states = median_times((hf, fast, states), args.repeats)
-            print(f"{arch:7s} {T:5d} {t_hf:8.4f} {t_fast:8.4f} {t_states:9.4f} {t_hf / t_fast:7.2f}x "
-                  f"{t_states / t_hf:9.2f}x   (max |y diff| {err:.1e})")
+            t_hf, t_fast, t_torch, t_states = median_times((hf, fast, torch_scan, states), args.repeats)
+            print(f"{arch:7s} {T:5d} {t_hf:8.4f} {t_fast:9.4f} {t_torch:8.4f} {t_states:9.4f} "
+                  f"{t_hf / t_fast:9.2f}x {t_hf / t_torch:8.2f}x {t_states / t_hf:9.2f}x   (max |y diff| {err:.1e})")
+
+
+class scan_mode:
+    """Context manager: run our model with ``INTERP_MAMBA_SCAN`` set to ``mode`` (``torch``: the torch scans)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __enter__(self):
+        self.saved = os.environ.get("INTERP_MAMBA_SCAN")
+        os.environ["INTERP_MAMBA_SCAN"] = self.mode
+
+    def __exit__(self, *exc):
+        if self.saved is None:
+            os.environ.pop("INTERP_MAMBA_SCAN", None)
+        else:
+            os.environ["INTERP_MAMBA_SCAN"] = self.saved
+
+
+def _with_torch_scans(fn, *args, **kwargs):
+    with scan_mode("torch"):
+        return fn(*args, **kwargs)
 
 
 @torch.no_grad()
@@ -150,20 +181,26 @@ def main() -> None:
           f"thread(s), float32, median of {args.repeats}; Mamba-1 N=16, d_inner {2 * args.d_model}, dt_rank "
           f"{-(-args.d_model // 16)}; Mamba-2 N={args.mamba2_state}, head_dim 64 ({2 * args.d_model // 64} heads), "
           "1 group, HF chunk_size 256")
-    print(f"{'arch':7s} {'T':>5s} {'HF s':>8s} {'fast s':>8s} {'states s':>9s} {'noscan s':>9s} {'HF/fast':>8s} "
-          f"{'states/HF':>10s} {'ceiling':>8s}")
+    from interp.mamba.native import native_available
+
+    print(f"native scans: {'built' if native_available() else 'NOT available (torch scans in every column)'}")
+    print(f"{'arch':7s} {'T':>5s} {'HF s':>7s} {'fast s':>7s} {'states s':>8s} {'noscan s':>8s} {'torch s':>7s} "
+          f"{'tstates s':>9s} | {'HF/fast':>7s} {'states/HF':>9s} {'ceiling':>7s} | {'HF/torch':>8s} "
+          f"{'tstates/HF':>10s}")
     for arch in args.archs:
         hf, ours = build(arch, args.d_model, args.layers, args.vocab, args.mamba2_state)
         names = [f"blocks.{layer}.mixer.hook_ssm_state" for layer in range(ours.n_layers)]
         for T in args.lengths:
             ids = torch.randint(0, args.vocab, (args.batch, T))
             err = (hf(ids).logits - ours(ids)).abs().max().item()
-            t_hf, t_fast, t_states, t_none = median_times(
-                (partial(hf, ids, use_cache=False), partial(ours, ids),
-                 partial(ours.run_with_cache, ids, names_filter=names), partial(_no_scan_forward, ours, ids)),
+            record = partial(ours.run_with_cache, ids, names_filter=names)
+            t_hf, t_fast, t_states, t_none, t_torch, t_tstates = median_times(
+                (partial(hf, ids, use_cache=False), partial(ours, ids), record, partial(_no_scan_forward, ours, ids),
+                 partial(_with_torch_scans, ours, ids), partial(_with_torch_scans, record)),
                 args.repeats)
-            print(f"{arch:7s} {T:5d} {t_hf:8.4f} {t_fast:8.4f} {t_states:9.4f} {t_none:9.4f} {t_hf / t_fast:7.2f}x "
-                  f"{t_states / t_hf:9.2f}x {t_hf / t_none:7.2f}x   (max |logit diff| {err:.1e})")
+            print(f"{arch:7s} {T:5d} {t_hf:7.4f} {t_fast:7.4f} {t_states:8.4f} {t_none:8.4f} {t_torch:7.4f} "
+                  f"{t_tstates:9.4f} | {t_hf / t_fast:6.2f}x {t_states / t_hf:8.2f}x {t_hf / t_none:6.2f}x | "
+                  f"{t_hf / t_torch:7.2f}x {t_tstates / t_hf:9.2f}x  (max |logit diff| {err:.1e})")
     if not args.no_scan_table:
         scan_table(args)
 

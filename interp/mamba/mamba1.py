@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from interp.mamba.config import MambaSpec
-from interp.mamba.scan import continue_from_patches, fire_states, mamba1_readout, selective_scan_chunked
+from interp.mamba.native import mamba1_scan
+from interp.mamba.scan import continue_from_patches, fire_states, mamba1_readout
 
 if TYPE_CHECKING:
     from interp.mamba.model import MixerSites
@@ -87,7 +88,7 @@ class Mamba1Mixer(nn.Module):
         if sites.hooked("hook_ssm_state"):
             y = self._scan_per_step(x, dt, B, C, sites)
         else:
-            y, _, _ = selective_scan_chunked(x, dt, self.A, B, C, self.D, return_states=False)
+            y, _, _ = mamba1_scan(x, dt, self.A, B, C, self.D)
         y = sites.fire("hook_y", y)
         out = self.out_proj((y * F.silu(z.float())).to(u.dtype))
         return sites.fire("hook_out", out)
@@ -95,11 +96,11 @@ class Mamba1Mixer(nn.Module):
     def _scan_per_step(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor, sites: MixerSites) -> Tensor:
         """Materialise every state, fire ``hook_ssm_state`` and continue from any patched state."""
         A, D = self.A, self.D
-        y, states, _ = selective_scan_chunked(x, dt, A, B, C, D)
+        y, states, _ = mamba1_scan(x, dt, A, B, C, D, return_states=True)
         after, changed = fire_states(lambda st: sites.fire("hook_ssm_state", st), states,
-                                     lambda: selective_scan_chunked(x, dt, A, B, C, D)[1])
+                                     lambda: mamba1_scan(x, dt, A, B, C, D, return_states=True)[1])
         return continue_from_patches(
             y, after, changed,
-            lambda p, q, h: selective_scan_chunked(x[:, p:q], dt[:, p:q], A, B[:, p:q], C[:, p:q], D, h0=h)[1],
+            lambda p, q, h: mamba1_scan(x[:, p:q], dt[:, p:q], A, B[:, p:q], C[:, p:q], D, h, True)[1],
             lambda states: mamba1_readout(states, x, C, D),
         )

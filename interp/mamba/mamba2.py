@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from interp.mamba.config import MambaSpec
 from interp.mamba.mamba1 import causal_conv
-from interp.mamba.scan import continue_from_patches, fire_states, mamba2_readout, ssd_scan_chunked, ssd_states_chunked
+from interp.mamba.native import mamba2_scan
+from interp.mamba.scan import continue_from_patches, fire_states, mamba2_readout
 
 if TYPE_CHECKING:
     from interp.mamba.model import MixerSites
@@ -92,7 +93,7 @@ class Mamba2Mixer(nn.Module):
         if sites.hooked("hook_ssm_state"):
             y = self._scan_per_step(x, dt, B, C, sites)
         else:
-            y, _ = ssd_scan_chunked(x, dt, self.A, B, C, self.D, chunk_size=min(SSD_CHUNK, T))
+            y, _, _ = mamba2_scan(x, dt, self.A, B, C, self.D, chunk_size=SSD_CHUNK)
         y = sites.fire("hook_y", y)
         out = self.out_proj(self.norm(y.reshape(b, T, s.d_inner), z).to(u.dtype))
         return sites.fire("hook_out", out)
@@ -100,11 +101,11 @@ class Mamba2Mixer(nn.Module):
     def _scan_per_step(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor, sites: MixerSites) -> Tensor:
         """Materialise every state, fire ``hook_ssm_state`` and continue from any patched state."""
         A, D = self.A, self.D
-        y, states, _ = ssd_states_chunked(x, dt, A, B, C, D)
+        y, states, _ = mamba2_scan(x, dt, A, B, C, D, return_states=True)
         after, changed = fire_states(lambda st: sites.fire("hook_ssm_state", st), states,
-                                     lambda: ssd_states_chunked(x, dt, A, B, C, D)[1])
+                                     lambda: mamba2_scan(x, dt, A, B, C, D, return_states=True)[1])
         return continue_from_patches(
             y, after, changed,
-            lambda p, q, h: ssd_states_chunked(x[:, p:q], dt[:, p:q], A, B[:, p:q], C[:, p:q], D, h0=h)[1],
+            lambda p, q, h: mamba2_scan(x[:, p:q], dt[:, p:q], A, B[:, p:q], C[:, p:q], D, h, True)[1],
             lambda states: mamba2_readout(states, x, C, D),
         )

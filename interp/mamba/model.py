@@ -11,10 +11,13 @@ Sites (T = pos), in forward order:
   reads — the same convention as the transformer wrappers).
 - A replacement returned by a hook is used downstream (replacing ``hook_dt`` changes the scan, etc.).
 
-Scan paths: runs that do not hook ``hook_ssm_state`` use the fast chunked scans (Mamba-1:
-:func:`~interp.mamba.scan.diag_scan`; Mamba-2: chunked SSD), with every other site still firing. Hooking
-``blocks.{l}.mixer.hook_ssm_state`` makes that layer materialise every state ``h_t`` (chunked, exact) and fire the
-hook once with the whole ``[b, T, ...]`` tensor (TransformerLens style). Patching semantics: a state the hooks
+Scan paths: runs that do not hook ``hook_ssm_state`` never materialise the per-step states, with every other site
+still firing. On CPU without autograd the scans are the fused C kernels of :mod:`interp.mamba.native` (built on
+first use; one pass over the positions with the state in cache); otherwise, or when no C compiler is found, the
+torch scans (Mamba-1: :func:`~interp.mamba.scan.diag_scan`; Mamba-2: chunked SSD). Hooking
+``blocks.{l}.mixer.hook_ssm_state`` makes that layer materialise every state ``h_t`` (exact, written once into one
+buffer from :func:`~interp.mamba.buffers.empty_large`) and fire the hook once with the whole ``[b, T, ...]`` tensor
+(TransformerLens style). Patching semantics: a state the hooks
 changed (returned different values, or wrote in place) is taken as h_t, and the recurrence is re-run from it:
 ``y_t = C_t h_t + D x_t`` uses the patched h_t and ``h_{t+1} = Ā_{t+1} h_t + B̄_{t+1} x_{t+1}`` continues from it
 (:func:`~interp.mamba.scan.rescan_patched`); so patching step t changes y at t and later steps, never earlier

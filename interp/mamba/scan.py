@@ -37,6 +37,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from interp.mamba.buffers import empty_large
+
 __all__ = [
     "selective_scan_ref", "ssd_scan_ref", "diag_scan", "auto_chunk", "states_chunk", "group_to_heads",
     "selective_scan_chunked", "ssd_states_chunked", "ssd_scan_chunked", "mamba1_readout", "mamba2_readout",
@@ -181,7 +183,7 @@ def diag_scan(a: Tensor, A: Tensor, u: Tensor, Bv: Tensor, C: Tensor | None, h0:
     kept: list[Tensor] = []
     # Without autograd, states go straight into one base tensor (not a view, when T is a multiple of L), so
     # that a cache can keep it without a copy.
-    base = u.new_empty(b, nc * L, *shape) if return_states and not grad else None
+    base = empty_large((b, nc * L, *shape), u.dtype, u.device) if return_states and not grad else None
     slots = base.view(b, nc, L, *shape).unbind(2) if base is not None else None
     for t in range(L):
         if slots is not None:  # h_t = Ā_t h_{t-1} + u_t B_t computed straight into its slot (no copy)
@@ -233,7 +235,7 @@ def ssd_states_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     u_t, B_t = u.unsqueeze(-1).unbind(2), Bc[:, :, :, :, None, None, :].unbind(2)
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (a2, u, Bc, starts))
     h, kept = starts, []
-    base = None if grad else starts.new_empty(b, nc * L, G * R, P, N)
+    base = None if grad else empty_large((b, nc * L, G * R, P, N), starts.dtype, starts.device)
     slots = None if grad else base.view(b, nc, L, G, R, P, N).unbind(2)
     for t in range(L):
         if grad:

@@ -1,0 +1,221 @@
+"""The fused CPU scans of ``scan_native.c``, compiled on first use and called through ctypes.
+
+:func:`mamba1_scan_native` and :func:`mamba2_scan_native` compute what :func:`~interp.mamba.scan.selective_scan_ref`
+and :func:`~interp.mamba.scan.ssd_scan_ref` define (same shapes) in one pass over the positions per batch row and
+channel block (Mamba-1) or head (Mamba-2), the state held in cache and, if asked, every state written straight into
+one ``[b, T, ...]`` tensor (:func:`~interp.mamba.buffers.empty_large`). They serve float32 CPU tensors outside
+autograd; everything else (float64, CUDA, gradients) takes the torch scans of :mod:`interp.mamba.scan`, which are
+also the fallback when no C compiler is found. :func:`mamba1_scan` / :func:`mamba2_scan` pick one of the two; the
+mixers call them. Work is split over batch rows and channel blocks / heads with OpenMP, ``torch.get_num_threads()``
+threads.
+
+Build: the system C compiler (``$CC``, else ``cc``) with ``-O3 -march=native -fopenmp`` (then without OpenMP if
+that fails), into ``<interp cache>/native/`` (``$INTERP_CACHE``, else e.g. ``~/.cache/interp``), under a name that
+hashes the source, the flags, the compiler's version and the CPU's flags (a cache shared between machines never
+runs code built for another CPU); compiled in a temporary folder and renamed into place, so concurrent first uses
+are safe. About 1 s, once per machine.
+
+``INTERP_MAMBA_SCAN=torch`` turns the native scans off; ``=native`` makes a failed build an error rather than a
+warning; ``auto`` (the default) uses them when they build.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from interp.mamba.buffers import empty_large
+from interp.mamba.scan import selective_scan_chunked, ssd_scan_chunked, ssd_states_chunked
+
+__all__ = ["ENV_VAR", "native_available", "use_native", "mamba1_scan_native", "mamba2_scan_native", "mamba1_scan",
+           "mamba2_scan"]
+
+ENV_VAR = "INTERP_MAMBA_SCAN"
+_LOG2E = 1.4426950408889634
+_NATIVE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_failed: str | None = None
+
+
+def _mode() -> str:
+    mode = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if mode not in ("auto", "native", "torch"):
+        raise ValueError(f"{ENV_VAR} must be 'auto', 'native' or 'torch', got {mode!r}")
+    return mode
+
+
+def _cpu_id() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        import platform
+
+        return platform.processor() or platform.machine()
+    lines = [ln for ln in text.splitlines() if ln.startswith(("flags", "model name", "Features", "CPU part"))]
+    return "\n".join(sorted(set(lines)))
+
+
+def _cache_dir() -> Path:
+    from interp.models.smollm2 import cache_dir
+
+    return cache_dir() / "native"
+
+
+def _build(target: tuple[str, ...] | None = None, out_dir: Path | None = None) -> ctypes.CDLL:
+    """Compile (or find already compiled) and load the library. ``target``: the CPU flags, ``("-march=native",)``
+    by default, falling back to none if the compiler refuses them; tests pass others to reach every code path."""
+    source = resources.files("interp.mamba").joinpath("scan_native.c").read_bytes()
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        raise RuntimeError("no C compiler found (set CC or install gcc)")
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
+    out_dir = out_dir or _cache_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    errors = []
+    targets = [list(target)] if target is not None else [["-march=native"], []]
+    for cpu in targets:
+        for threads in (["-fopenmp"], ["-DSIMD_PRAGMAS", "-fopenmp-simd"], []):
+            cmd = [cc, "-O3", *cpu, "-fPIC", "-shared", "-std=c11", *threads]
+            key = hashlib.sha256(source + repr(cmd).encode() + version.encode() + _cpu_id().encode()).hexdigest()
+            path = out_dir / f"scan_native-{key[:16]}.so"
+            if not path.exists():
+                with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+                    src, obj = Path(tmp) / "scan_native.c", Path(tmp) / "scan_native.so"
+                    src.write_bytes(source)
+                    res = subprocess.run([*cmd, "-o", str(obj), str(src), "-lm"], capture_output=True, text=True)
+                    if res.returncode != 0:
+                        errors.append(f"{' '.join(cmd)}: {res.stderr.strip()[-500:]}")
+                        continue
+                    os.replace(obj, path)  # atomic: a concurrent build of the same key writes the same bytes
+            return _load(path)
+    raise RuntimeError("could not compile scan_native.c:\n" + "\n".join(errors))
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    lib.mamba1_scan.argtypes = [i64] * 4 + [ptr] * 10 + [ctypes.c_int]
+    lib.mamba1_scan.restype = None
+    lib.mamba2_scan.argtypes = [i64] * 6 + [ptr] * 10 + [ctypes.c_int]
+    lib.mamba2_scan.restype = None
+    return lib
+
+
+def _library() -> ctypes.CDLL | None:
+    """The compiled library, building it on first use; None (after one warning) if that fails."""
+    global _lib, _failed
+    if _lib is not None or _failed is not None:
+        return _lib
+    with _lock:
+        if _lib is None and _failed is None:
+            try:
+                _lib = _build()
+            except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+                _failed = str(err)
+                if _mode() == "native":
+                    raise RuntimeError(f"{ENV_VAR}=native but the native scan could not be built: {err}") from err
+                warnings.warn(f"native Mamba scan unavailable, using the torch scans: {err}", stacklevel=3)
+    return _lib
+
+
+def native_available() -> bool:
+    """Whether the native scans are built (building them now if needed) and not turned off by the env var."""
+    return _mode() != "torch" and _library() is not None
+
+
+def use_native(*tensors: Tensor | None) -> bool:
+    """Whether a scan over these tensors takes the native path: all on CPU, float32 (or 16-bit floats, which the
+    torch scans also compute in float32), outside autograd, and the library available (``INTERP_MAMBA_SCAN`` not
+    ``torch``)."""
+    ts = [t for t in tensors if t is not None]
+    if any(t.device.type != "cpu" or t.dtype not in _NATIVE_DTYPES for t in ts):
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in ts):
+        return False
+    return native_available()
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _c(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach().to(torch.float32).contiguous()
+
+
+def mamba1_scan_native(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, h0: Tensor | None = None,
+                       return_states: bool = False) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Mamba-1 scan (shapes as :func:`~interp.mamba.scan.selective_scan_ref`; float32 CPU, no autograd).
+    Returns ``(y [b, T, d], states [b, T, d, N] or None, final state [b, d, N])``."""
+    lib = _require()
+    b, T, d = x.shape
+    N = A.shape[1]
+    x, dt, B, C, D = (_c(t) for t in (x, dt, B, C, D))
+    A2T = (A.detach().float() * _LOG2E).t().contiguous()  # [N, d]: the kernel's vector axis is the channel
+    h0 = None if h0 is None else _c(h0.expand(b, d, N))
+    y, final = x.new_empty(b, T, d), x.new_empty(b, d, N)
+    states = empty_large((b, T, d, N), torch.float32) if return_states else None
+    lib.mamba1_scan(b, T, d, N, _ptr(x), _ptr(dt), _ptr(A2T), _ptr(B), _ptr(C), _ptr(D), _ptr(h0), _ptr(y),
+                    _ptr(final), _ptr(states), torch.get_num_threads())
+    return y, states, final
+
+
+def mamba2_scan_native(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, h0: Tensor | None = None,
+                       return_states: bool = False) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Mamba-2 scan (shapes as :func:`~interp.mamba.scan.ssd_scan_ref`; float32 CPU, no autograd).
+    Returns ``(y [b, T, H, P], states [b, T, H, P, N] or None, final state [b, H, P, N])``."""
+    lib = _require()
+    b, T, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    if H % G:
+        raise ValueError(f"B has {G} groups, which does not divide the {H} heads of x")
+    x, dt, B, C, D = (_c(t) for t in (x, dt, B, C, D))
+    A2 = (A.detach().float() * _LOG2E).contiguous()
+    h0 = None if h0 is None else _c(h0.expand(b, H, P, N))
+    y, final = x.new_empty(b, T, H, P), x.new_empty(b, H, P, N)
+    states = empty_large((b, T, H, P, N), torch.float32) if return_states else None
+    lib.mamba2_scan(b, T, H, P, G, N, _ptr(x), _ptr(dt), _ptr(A2), _ptr(B), _ptr(C), _ptr(D), _ptr(h0), _ptr(y),
+                    _ptr(final), _ptr(states), torch.get_num_threads())
+    return y, states, final
+
+
+def _require() -> ctypes.CDLL:
+    lib = _library()
+    if lib is None:
+        raise RuntimeError(f"the native Mamba scan is not available: {_failed}")
+    return lib
+
+
+# ---------------------------------------------------------------------------------------------- dispatch
+def mamba1_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, h0: Tensor | None = None,
+                return_states: bool = False) -> tuple[Tensor, Tensor | None, Tensor]:
+    """The Mamba-1 scan the mixer runs: native when :func:`use_native`, else
+    :func:`~interp.mamba.scan.selective_scan_chunked`. Returns ``(y, states or None, final state)``."""
+    if use_native(x, dt, A, B, C, D, h0):
+        return mamba1_scan_native(x, dt, A, B, C, D, h0, return_states)
+    return selective_scan_chunked(x, dt, A, B, C, D, h0, return_states=return_states)
+
+
+def mamba2_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, h0: Tensor | None = None,
+                return_states: bool = False, chunk_size: int = 64) -> tuple[Tensor, Tensor | None, Tensor]:
+    """The Mamba-2 scan the mixer runs: native when :func:`use_native`, else chunked SSD
+    (:func:`~interp.mamba.scan.ssd_scan_chunked` with ``chunk_size``, or :func:`~interp.mamba.scan.
+    ssd_states_chunked` for the states). Returns ``(y, states or None, final state)``."""
+    if use_native(x, dt, A, B, C, D, h0):
+        return mamba2_scan_native(x, dt, A, B, C, D, h0, return_states)
+    if return_states:
+        return ssd_states_chunked(x, dt, A, B, C, D, h0)
+    y, final = ssd_scan_chunked(x, dt, A, B, C, D, h0, chunk_size=min(chunk_size, x.shape[1]))
+    return y, None, final

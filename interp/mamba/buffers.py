@@ -51,6 +51,8 @@ def _pool_cap() -> int:
         mib = float(raw)
     except ValueError as err:
         raise ValueError(f"INTERP_BUFFER_POOL_MIB must be a number of MiB, got {raw!r}") from err
+    if not hasattr(torch._C, "_storage_Use_Count"):  # pragma: no cover - the pool needs PyTorch's use counts
+        return 0
     return int(mib * (1 << 20))
 
 

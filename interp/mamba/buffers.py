@@ -11,11 +11,13 @@ again. Two remedies, both for buffers of at least :data:`HUGEPAGE_MIN_BYTES`:
   time (0.05-0.09 s for the same 768 MiB fill here, once this VM had backed the memory; ``/sys/kernel/mm/
   transparent_hugepage/enabled`` was ``madvise``). Where huge pages are not available (not Linux, THP ``never``)
   the advice is ignored and the mapping behaves like ``torch.empty``.
-- Freed buffers are kept in a small pool, like CUDA's caching allocator: a buffer whose tensors have all died
-  (PyTorch's storage use count is back to the pool's own reference) is handed out again for a request of the same
-  size, already mapped. The pool holds at most ``INTERP_BUFFER_POOL_MIB`` (default 2048) MiB of *free* buffers,
-  dropping the least recently used beyond that; :func:`empty_cache` frees them all. A buffer still referenced
-  anywhere (a cache, a view, a NumPy array of it) is never handed out.
+- Buffers are pooled, like CUDA's caching allocator: a pooled buffer whose tensors have all died (PyTorch's
+  storage use count is back to the pool's own reference) is handed out again for a request of the same size,
+  already mapped. The pool holds at most ``INTERP_BUFFER_POOL_MIB`` (default 2048) MiB of buffers, in use or free,
+  so at most that much stays mapped once every tensor is gone: a request that does not fit drops free buffers,
+  least recently used first, and if it still does not fit its buffer is not pooled (it is unmapped when its tensors
+  die, like any tensor). :func:`empty_cache` unmaps the free ones now. A buffer still referenced anywhere (a cache,
+  a view, a NumPy array of it) is never handed out.
 
 Each buffer is an ordinary contiguous CPU tensor (not a view) that owns its mapping through its storage.
 ``INTERP_HUGEPAGES=0`` turns both off (plain ``torch.empty``); ``INTERP_BUFFER_POOL_MIB=0`` turns off the pool only.
@@ -60,21 +62,25 @@ def _is_free(raw: torch.Tensor) -> bool:
     """Whether only the pool's own tensor still references this buffer's storage."""
     return torch._C._storage_Use_Count(raw.untyped_storage()._cdata) <= 2  # the pool's tensor + this temporary
 
-def _trim(cap: int) -> None:
-    """Drop free pooled buffers, least recently used first, until at most ``cap`` bytes of free ones remain."""
-    free = [(key, n) for key, (raw, n) in _pool.items() if _is_free(raw)]
-    total = sum(n for _, n in free)
-    for key, n in free:
-        if total <= cap:
+
+def _make_room(nbytes: int, cap: int) -> bool:
+    """Drop free pooled buffers, least recently used first, until ``nbytes`` more fit under ``cap`` bytes in all
+    (free or in use); whether they fit."""
+    total = sum(n for _, n in _pool.values())
+    for key, (raw, n) in list(_pool.items()):
+        if total + nbytes <= cap:
             break
-        del _pool[key]
-        total -= n
+        if _is_free(raw):
+            del _pool[key]
+            total -= n
+    return total + nbytes <= cap
 
 
 def empty_cache() -> None:
-    """Free every pooled buffer that no tensor uses any more."""
+    """Unmap every pooled buffer that no tensor uses any more."""
     with _lock:
-        _trim(0)
+        for key in [key for key, (raw, _) in _pool.items() if _is_free(raw)]:
+            del _pool[key]
 
 
 def pool_stats() -> dict[str, int]:
@@ -94,7 +100,8 @@ def _as_tensor(raw: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) ->
 def empty_large(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype = torch.float32,
                 device: torch.device | str = "cpu") -> torch.Tensor:
     """An uninitialised contiguous tensor like ``torch.empty(shape, dtype=dtype, device=device)``; on CPU, from
-    :data:`HUGEPAGE_MIN_BYTES` up, in an anonymous mapping advised to use transparent huge pages."""
+    :data:`HUGEPAGE_MIN_BYTES` up, in an anonymous mapping advised to use transparent huge pages, reusing a freed
+    pooled buffer of the same size if there is one (module docstring)."""
     nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
     if torch.device(device).type != "cpu" or nbytes < HUGEPAGE_MIN_BYTES or not _enabled():
         return torch.empty(shape, dtype=dtype, device=device)
@@ -103,9 +110,8 @@ def empty_large(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype = torch.
         for key, (raw, n) in reversed(_pool.items()):  # the most recently used first: likeliest in cache
             if n == nbytes and _is_free(raw):
                 _pool.move_to_end(key)
-                out = _as_tensor(raw, shape, dtype)
-                _trim(cap)
-                return out
+                return _as_tensor(raw, shape, dtype)
+        pooled = cap > 0 and _make_room(nbytes, cap)
     try:
         mapping = mmap.mmap(-1, nbytes + _HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         mapping.madvise(mmap.MADV_HUGEPAGE)
@@ -113,8 +119,7 @@ def empty_large(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype = torch.
         return torch.empty(shape, dtype=dtype, device=device)
     raw = torch.frombuffer(mapping, dtype=torch.uint8)  # the storage holds the mapping alive
     out = _as_tensor(raw, shape, dtype)
-    if cap > 0:
+    if pooled:
         with _lock:
             _pool[id(raw)] = (raw, nbytes)
-            _trim(cap)
     return out

@@ -59,17 +59,23 @@ def test_freed_buffer_is_reused_and_live_ones_never_are():
 
 @pytest.mark.skipif(not buffers._enabled(), reason="no MADV_HUGEPAGE on this platform")
 def test_pool_cap_and_empty_cache(monkeypatch):
-    monkeypatch.setenv("INTERP_BUFFER_POOL_MIB", "3")  # room for one free 2 MiB buffer
+    monkeypatch.setenv("INTERP_BUFFER_POOL_MIB", "5")  # room for two 2 MiB buffers
     kept = [buffers.empty_large(SHAPE) for _ in range(3)]
-    assert buffers.pool_stats()["buffers"] == 3  # all in use: none dropped
+    assert buffers.pool_stats()["buffers"] == 2  # the third did not fit: not pooled
     ptrs = [t.data_ptr() for t in kept]
     del kept
-    assert buffers.pool_stats()["free_bytes"] == 3 * (2 << 20)
-    extra = buffers.empty_large(SHAPE)  # takes the most recently pooled one, drops the oldest free one
-    assert extra.data_ptr() == ptrs[-1]
-    assert buffers.pool_stats() == {"buffers": 2, "bytes": 2 * (2 << 20), "free_buffers": 1, "free_bytes": 2 << 20}
+    assert buffers.pool_stats() == {"buffers": 2, "bytes": 4 << 20, "free_buffers": 2, "free_bytes": 4 << 20}
+    again = buffers.empty_large(SHAPE)
+    assert again.data_ptr() == ptrs[1]  # the most recently pooled one
+    other = buffers.empty_large((8, *SHAPE[1:]))  # 4 MiB: the free buffer is dropped, but 2 + 4 > 5: not pooled
+    assert buffers.pool_stats() == {"buffers": 1, "bytes": 2 << 20, "free_buffers": 0, "free_bytes": 0}
+    del other
+    small = buffers.empty_large((2, *SHAPE[1:]))  # 1 MiB fits beside the one in use
+    assert buffers.pool_stats()["buffers"] == 2
+    del small
     buffers.empty_cache()
     assert buffers.pool_stats() == {"buffers": 1, "bytes": 2 << 20, "free_buffers": 0, "free_bytes": 0}
+    assert again.data_ptr() == ptrs[1]
 
 
 def test_switches(monkeypatch):

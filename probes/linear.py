@@ -40,7 +40,9 @@ def probe_activations(model, site: str, tokens: Tensor, *, position: int | str =
     for start in tqdm(range(0, tokens.shape[0], batch_size), desc=f"activations at {site}",
                       disable=tokens.shape[0] <= batch_size):
         act = site_activations(model, site, tokens[start: start + batch_size])
-        rows.append(act.mean(1) if position == "mean" else act[:, position])
+        # a copy of the one position, so that the batch's full [b, pos, d] activations (for a recurrent-state site,
+        # a large buffer) are freed before the next batch
+        rows.append(act.mean(1) if position == "mean" else act[:, position].clone())
     return torch.cat(rows)
 
 

@@ -47,6 +47,22 @@ def test_probe_on_a_model_site_and_files(tiny_dir, tmp_path):
     torch.testing.assert_close(again.predict_proba(X), probe.predict_proba(X), rtol=0, atol=0)
 
 
+def test_probe_on_a_mamba_recurrent_state(tiny_dir):
+    """Any site works, a Mamba's per-step state included (flattened to d_inner * d_state features)."""
+    model = interp.load_model(str(tiny_dir("mamba")))
+    site = "blocks.1.mixer.hook_ssm_state"
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(4, 100, (120, 5), generator=g)
+    y = (tokens[:, -1] >= 52).long()
+    X = probe_activations(model, site, tokens, batch_size=32)
+    assert X.shape == (120, model.d_inner * model.d_state)
+    assert X.untyped_storage().nbytes() == X.numel() * X.element_size()  # no view into a states buffer
+    _, cache = model.run_with_cache(tokens[:3], names_filter=[site])
+    torch.testing.assert_close(X[:3], cache[site][:, -1].flatten(1))
+    probe = LinearProbe.fit(X[:90], y[:90], C=1e4)  # plumbing: 1024 features fit 90 rows (a random-init model's
+    assert probe.score(X[:90], y[:90]) == 1.0        # states are tiny and noisy; held out it scores ~0.75)
+
+
 def test_bad_input(tiny_dir):
     X, y = _data(20, 4, 2, seed=0)
     with pytest.raises(ValueError, match="y must be integer labels"):

@@ -3,7 +3,9 @@
 ``from_hf(hf_model, tokenizer=None) -> HookedMamba`` converts a transformers ``MambaForCausalLM`` /
 ``Mamba2ForCausalLM``; see :mod:`interp.mamba.model` for the hook sites and the scan paths.
 ``implicit_attention`` / ``attention_patterns`` (Ali et al. 2024) and ``knockout`` / ``run_with_knockout``
-(Endy et al. 2025) analyse them.
+(Endy et al. 2025) analyse them. Scans: :mod:`interp.mamba.native` (fused C kernels, CPU) and
+:mod:`interp.mamba.scan` (torch, and the per-step references both are tested against); recorded states live in
+:mod:`interp.mamba.buffers`.
 """
 
 from interp.mamba.config import MambaSpec, spec_from_hf

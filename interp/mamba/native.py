@@ -147,6 +147,13 @@ def use_native(*tensors: Tensor | None) -> bool:
     return native_available()
 
 
+def _check_shapes(**named: tuple[Tensor, tuple[int, ...]]) -> None:
+    """The C kernels index raw memory: every shape must be exactly what the loops assume."""
+    for name, (t, shape) in named.items():
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape} to match x; got {tuple(t.shape)}")
+
+
 def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
@@ -160,8 +167,12 @@ def mamba1_scan_native(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     """Mamba-1 scan (shapes as :func:`~interp.mamba.scan.selective_scan_ref`; float32 CPU, no autograd).
     Returns ``(y [b, T, d], states [b, T, d, N] or None, final state [b, d, N])``."""
     lib = _require()
+    if x.ndim != 3 or A.ndim != 2:
+        raise ValueError(f"x must be [batch, pos, d_inner] and A [d_inner, d_state]; got x {tuple(x.shape)}, "
+                         f"A {tuple(A.shape)}")
     b, T, d = x.shape
     N = A.shape[1]
+    _check_shapes(dt=(dt, (b, T, d)), A=(A, (d, N)), B=(B, (b, T, N)), C=(C, (b, T, N)), D=(D, (d,)))
     x, dt, B, C, D = (_c(t) for t in (x, dt, B, C, D))
     A2T = (A.detach().float() * _LOG2E).t().contiguous()  # [N, d]: the kernel's vector axis is the channel
     h0 = None if h0 is None else _c(h0.expand(b, d, N))
@@ -177,10 +188,14 @@ def mamba2_scan_native(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     """Mamba-2 scan (shapes as :func:`~interp.mamba.scan.ssd_scan_ref`; float32 CPU, no autograd).
     Returns ``(y [b, T, H, P], states [b, T, H, P, N] or None, final state [b, H, P, N])``."""
     lib = _require()
+    if x.ndim != 4 or B.ndim != 4:
+        raise ValueError(f"x must be [batch, pos, heads, head_dim] and B [batch, pos, groups, d_state]; got x "
+                         f"{tuple(x.shape)}, B {tuple(B.shape)}")
     b, T, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
-    if H % G:
+    if G == 0 or H % G:
         raise ValueError(f"B has {G} groups, which does not divide the {H} heads of x")
+    _check_shapes(dt=(dt, (b, T, H)), A=(A, (H,)), B=(B, (b, T, G, N)), C=(C, (b, T, G, N)), D=(D, (H,)))
     x, dt, B, C, D = (_c(t) for t in (x, dt, B, C, D))
     A2 = (A.detach().float() * _LOG2E).contiguous()
     h0 = None if h0 is None else _c(h0.expand(b, H, P, N))

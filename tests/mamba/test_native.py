@@ -72,6 +72,25 @@ def test_mamba2_matches_reference(shape, with_h0):
     assert torch.equal(final2, final)
 
 
+def test_shapes_are_checked_before_the_kernel_runs():
+    x, dt, A, B, C, D = _mamba1_inputs(2, 5, 6, 4)
+    with pytest.raises(ValueError, match=r"B must have shape \(2, 5, 4\)"):
+        native.mamba1_scan_native(x, dt, A, B[..., :3], C, D)
+    with pytest.raises(ValueError, match="D must have shape"):
+        native.mamba1_scan_native(x, dt, A, B, C, D[:-1])
+    with pytest.raises(ValueError, match="x must be"):
+        native.mamba1_scan_native(x[0], dt, A, B, C, D)
+    with pytest.raises(RuntimeError, match="expand"):  # h0 that does not broadcast to [b, d, N]
+        native.mamba1_scan_native(x, dt, A, B, C, D, h0=torch.zeros(3, 6, 4))
+    x, dt, A, B, C, D = _mamba2_inputs(2, 5, 4, 3, 2, 6)
+    with pytest.raises(ValueError, match="dt must have shape"):
+        native.mamba2_scan_native(x, dt[:, :4], A, B, C, D)
+    with pytest.raises(ValueError, match="does not divide"):
+        native.mamba2_scan_native(x, dt, A, B[:, :, :1].expand(2, 5, 3, 6), C, D)
+    with pytest.raises(ValueError, match="C must have shape"):
+        native.mamba2_scan_native(x, dt, A, B, C[..., :5], D)
+
+
 def test_extreme_and_patched_decays():
     """Decays far below 2^-126 are exactly 0 (as exp underflows); a patched negative Δ (growth) still matches."""
     b, T, d, N = 1, 12, 9, 4

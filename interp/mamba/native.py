@@ -106,10 +106,12 @@ def _build(target: tuple[str, ...] | None = None, out_dir: Path | None = None) -
 def _load(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.mamba1_scan.argtypes = [i64] * 4 + [ptr] * 10 + [ctypes.c_int]
+    lib.mamba1_scan.argtypes = [i64] * 4 + [ptr] * 11 + [ctypes.c_int]
     lib.mamba1_scan.restype = None
     lib.mamba2_scan.argtypes = [i64] * 6 + [ptr] * 10 + [ctypes.c_int]
     lib.mamba2_scan.restype = None
+    lib.mamba1_block.argtypes = []
+    lib.mamba1_block.restype = ctypes.c_int
     return lib
 
 
@@ -178,8 +180,10 @@ def mamba1_scan_native(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     h0 = None if h0 is None else _c(h0.expand(b, d, N))
     y, final = x.new_empty(b, T, d), x.new_empty(b, d, N)
     states = empty_large((b, T, d, N), torch.float32) if return_states else None
+    block = lib.mamba1_block()  # channels per task; the kernel allocates nothing, its scratch comes from here
+    work = x.new_zeros(b * -(-d // block) * 2 * N * block)
     lib.mamba1_scan(b, T, d, N, _ptr(x), _ptr(dt), _ptr(A2T), _ptr(B), _ptr(C), _ptr(D), _ptr(h0), _ptr(y),
-                    _ptr(final), _ptr(states), torch.get_num_threads())
+                    _ptr(final), _ptr(states), _ptr(work), torch.get_num_threads())
     return y, states, final
 
 

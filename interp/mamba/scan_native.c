@@ -11,7 +11,6 @@
  */
 #include <math.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -51,20 +50,24 @@ static inline float fast_exp2(float x) {
 
 #define BLOCK 64 /* Mamba-1 channels per task, the vector axis: a BLOCK x N state stays in L1 */
 
-/* Mamba-1: x, dt [b, T, d]; A2T [N, d] (A * log2 e, transposed); B, C [b, T, N]; Dv [d]; h0 [b, d, N] or NULL.
+/* BLOCK, for the caller sizing mamba1_scan's scratch. */
+int mamba1_block(void) { return BLOCK; }
+
+/* Mamba-1: x, dt [b, T, d]; A2T [N, d] (A * log2 e, transposed); B, C [b, T, N]; Dv [d]; h0 [b, d, N] or NULL;
+ * work: zeroed scratch of b * ceil(d / BLOCK) * 2 * N * BLOCK floats (no allocation in here).
  * Writes y [b, T, d], final [b, d, N] and, if not NULL, states [b, T, d, N].
  * Vectorised over channels (the state is kept as [N, BLOCK]), so y needs no horizontal sums; the state is
  * transposed to [channel, N] only when written out. */
 void mamba1_scan(int64_t nb, int64_t T, int64_t d, int64_t N, const float *x, const float *dt, const float *A2T,
                  const float *B, const float *C, const float *Dv, const float *h0, float *y, float *final,
-                 float *states, int n_threads) {
+                 float *states, float *work, int n_threads) {
     const int64_t n_blocks = (d + BLOCK - 1) / BLOCK;
     (void)n_threads;
     PARALLEL_FOR
     for (int64_t r = 0; r < nb; r++) {
         for (int64_t blk = 0; blk < n_blocks; blk++) {
             const int64_t c0 = blk * BLOCK, w = c0 + BLOCK < d ? BLOCK : d - c0;
-            float *h = calloc((size_t)(2 * N * BLOCK), sizeof(float)); /* state [N, BLOCK], then A2T block */
+            float *h = work + (r * n_blocks + blk) * 2 * N * BLOCK; /* state [N, BLOCK], then the A2T block */
             float *a = h + N * BLOCK;
             float acc[BLOCK], u[BLOCK], dtb[BLOCK];
             for (int64_t n = 0; n < N; n++) {
@@ -100,7 +103,6 @@ void mamba1_scan(int64_t nb, int64_t T, int64_t d, int64_t N, const float *x, co
             }
             for (int64_t c = 0; c < w; c++)
                 for (int64_t n = 0; n < N; n++) final[(r * d + c0 + c) * N + n] = h[n * BLOCK + c];
-            free(h);
         }
     }
 }
@@ -146,7 +148,8 @@ static inline float ssd_row(int64_t N, float decay, float u, float *restrict h, 
 }
 
 /* Mamba-2: x [b, T, H, P]; dt [b, T, H]; A2, Dv [H]; B, C [b, T, G, N] (head h reads group h / (H / G));
- * h0 [b, H, P, N] or NULL. Writes y [b, T, H, P], final [b, H, P, N] and, if not NULL, states [b, T, H, P, N]. */
+ * h0 [b, H, P, N] or NULL. Writes y [b, T, H, P], final [b, H, P, N] (the running state lives there) and, if not
+ * NULL, states [b, T, H, P, N]. */
 void mamba2_scan(int64_t nb, int64_t T, int64_t H, int64_t P, int64_t G, int64_t N, const float *x,
                  const float *dt, const float *A2, const float *B, const float *C, const float *Dv, const float *h0,
                  float *y, float *final, float *states, int n_threads) {
@@ -156,7 +159,7 @@ void mamba2_scan(int64_t nb, int64_t T, int64_t H, int64_t P, int64_t G, int64_t
     for (int64_t r = 0; r < nb; r++) {
         for (int64_t hd = 0; hd < H; hd++) {
             const int64_t g = hd / per_group;
-            float *h = malloc(sizeof(float) * (size_t)size); /* [P, N], stays in cache */
+            float *h = final + (r * H + hd) * size; /* the running state [P, N], in cache */
             if (h0) memcpy(h, h0 + (r * H + hd) * size, sizeof(float) * (size_t)size);
             else memset(h, 0, sizeof(float) * (size_t)size);
             for (int64_t t = 0; t < T; t++) {
@@ -170,8 +173,6 @@ void mamba2_scan(int64_t nb, int64_t T, int64_t H, int64_t P, int64_t G, int64_t
                     y[(row * H + hd) * P + p] = acc + Dv[hd] * xt[p];
                 }
             }
-            memcpy(final + (r * H + hd) * size, h, sizeof(float) * (size_t)size);
-            free(h);
         }
     }
 }

@@ -159,14 +159,17 @@ class scan_mode:
         self.mode = mode
 
     def __enter__(self):
-        self.saved = os.environ.get("INTERP_MAMBA_SCAN")
-        os.environ["INTERP_MAMBA_SCAN"] = self.mode
+        from interp.mamba.native import ENV_VAR
+
+        self.var = ENV_VAR
+        self.saved = os.environ.get(ENV_VAR)
+        os.environ[ENV_VAR] = self.mode
 
     def __exit__(self, *exc):
         if self.saved is None:
-            os.environ.pop("INTERP_MAMBA_SCAN", None)
+            os.environ.pop(self.var, None)
         else:
-            os.environ["INTERP_MAMBA_SCAN"] = self.saved
+            os.environ[self.var] = self.saved
 
 
 def _with_torch_scans(fn, *args, **kwargs):

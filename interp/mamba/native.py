@@ -36,13 +36,12 @@ import torch
 from torch import Tensor
 
 from interp.mamba.buffers import empty_large
-from interp.mamba.scan import selective_scan_chunked, ssd_scan_chunked, ssd_states_chunked
+from interp.mamba.scan import LOG2E, selective_scan_chunked, ssd_scan_chunked, ssd_states_chunked
 
 __all__ = ["ENV_VAR", "native_available", "use_native", "mamba1_scan_native", "mamba2_scan_native", "mamba1_scan",
            "mamba2_scan"]
 
 ENV_VAR = "INTERP_MAMBA_SCAN"
-_LOG2E = 1.4426950408889634
 _NATIVE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -176,7 +175,7 @@ def mamba1_scan_native(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     N = A.shape[1]
     _check_shapes(dt=(dt, (b, T, d)), A=(A, (d, N)), B=(B, (b, T, N)), C=(C, (b, T, N)), D=(D, (d,)))
     x, dt, B, C, D = (_c(t) for t in (x, dt, B, C, D))
-    A2T = (A.detach().float() * _LOG2E).t().contiguous()  # [N, d]: the kernel's vector axis is the channel
+    A2T = (A.detach().float() * LOG2E).t().contiguous()  # [N, d]: the kernel's vector axis is the channel
     h0 = None if h0 is None else _c(h0.expand(b, d, N))
     y, final = x.new_empty(b, T, d), x.new_empty(b, d, N)
     states = empty_large((b, T, d, N), torch.float32) if return_states else None
@@ -201,7 +200,7 @@ def mamba2_scan_native(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
         raise ValueError(f"B has {G} groups, which does not divide the {H} heads of x")
     _check_shapes(dt=(dt, (b, T, H)), A=(A, (H,)), B=(B, (b, T, G, N)), C=(C, (b, T, G, N)), D=(D, (H,)))
     x, dt, B, C, D = (_c(t) for t in (x, dt, B, C, D))
-    A2 = (A.detach().float() * _LOG2E).contiguous()
+    A2 = (A.detach().float() * LOG2E).contiguous()
     h0 = None if h0 is None else _c(h0.expand(b, H, P, N))
     y, final = x.new_empty(b, T, H, P), x.new_empty(b, H, P, N)
     states = empty_large((b, T, H, P, N), torch.float32) if return_states else None

@@ -181,7 +181,7 @@ def _alpha_from_cache(model, cache, layer: int, chans: list[int], chunk_elements
 
 def implicit_attention(
     model, tokens, layer: int, *, channels: int | Sequence[int] | None = None, max_len: int = MAX_LEN,
-    max_elements: int = MAX_ELEMENTS, chunk_elements: int = CHUNK_ELEMENTS,
+    max_elements: int = MAX_ELEMENTS, chunk_elements: int = CHUNK_ELEMENTS, attention_mask: Tensor | None = None,
 ) -> Float[Tensor, "batch channel query key"]:
     """α of layer ``layer`` for ``tokens``: ``[batch, channel, query, key]`` (Mamba-1, one map per channel of
     ``d_inner``, or of ``channels``) or ``[batch, head, query, key]`` (Mamba-2, per SSM head; ``channels``
@@ -197,13 +197,14 @@ def implicit_attention(
     what = "channel" if model.arch == "mamba" else "head"
     _check_budget(tokens.shape[1], len(chans), tokens.shape[0], max_len, max_elements, what)
     s = scan_sites(layer)
-    _, cache = model.run_with_cache(tokens, names_filter=[s["dt"], s["B"], s["C"]])
+    _, cache = model.run_with_cache(tokens, names_filter=[s["dt"], s["B"], s["C"]], attention_mask=attention_mask)
     return _alpha_from_cache(model, cache, layer, chans, chunk_elements)
 
 
 def attention_patterns(
-    model, tokens, layers: int | Sequence[int] | None = None, *, absolute: bool = True, normalize: bool = False,
+    model, tokens, layers: int | Sequence[int] | None = None, *, absolute: bool = True, normalize: bool = True,
     max_len: int = MAX_LEN, max_elements: int = MAX_ELEMENTS, chunk_elements: int = CHUNK_ELEMENTS,
+    attention_mask: Tensor | None = None,
 ) -> Float[Tensor, "layer batch head query key"]:
     """Implicit-attention maps ``[layer, batch, head, query, key]`` with the same layout as
     ``HookedModel.attention_patterns``, so head detectors run on Mamba too.
@@ -211,8 +212,9 @@ def attention_patterns(
     Head axis: Mamba-2: the SSM heads (``model.n_heads``). Mamba-1 has no heads: its ``d_inner`` channels are
     split into ``model.n_heads`` contiguous groups and each head's map is the mean over its channels.
     ``absolute=True`` (default) averages/returns ``|α|`` (signed α of different channels would cancel);
-    ``absolute=False`` keeps signs. ``normalize=True`` divides each query row by its sum (of ``|α|``), giving
-    rows that sum to 1 like attention probabilities.
+    ``absolute=False`` keeps signs. ``normalize=True`` (the default: the ``HookedModel.attention_patterns``
+    contract) divides each query row by its sum (of ``|α|``), giving rows that sum to 1 like attention
+    probabilities; ``normalize=False`` returns the raw mean ``|α|``.
     """
     _check_mamba(model)
     tokens = model.check_tokens(tokens)
@@ -220,7 +222,7 @@ def attention_patterns(
     b, T = tokens.shape
     _check_budget(T, len(layers) * model.n_heads, b, max_len, max_elements, "head")
     names = [s for layer in layers for k, s in scan_sites(layer).items() if k in ("dt", "B", "C")]
-    _, cache = model.run_with_cache(tokens, names_filter=names)
+    _, cache = model.run_with_cache(tokens, names_filter=names, attention_mask=attention_mask)
     out = []
     for layer in layers:
         if model.arch == "mamba2":

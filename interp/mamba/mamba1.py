@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from interp.mamba.config import MambaSpec
 from interp.mamba.native import mamba1_scan
-from interp.mamba.scan import continue_from_patches, fire_states, mamba1_readout
+from interp.mamba.scan import continue_from_patches, fire_states, mamba1_readout, states_with_grad
 
 if TYPE_CHECKING:
     from interp.mamba.model import MixerSites
@@ -75,14 +75,19 @@ class Mamba1Mixer(nn.Module):
         """The continuous-time state matrix ``A = -exp(A_log)`` ``[d_inner, N]`` (float32)."""
         return -torch.exp(self.A_log.float())
 
-    def forward(self, u: Tensor, sites: MixerSites) -> Tensor:
+    def forward(self, u: Tensor, sites: MixerSites, mask: Tensor | None = None) -> Tensor:
         s = self.spec
         x, z = self.in_proj(u).chunk(2, dim=-1)
+        if mask is not None:  # a padded step feeds nothing to the conv (see HookedMamba: padding)
+            x = x * mask[..., None].to(x.dtype)
         x = sites.fire("hook_x", x)
         z = sites.fire("hook_gate", z)
         x = sites.fire("hook_conv_out", causal_conv(self.conv1d, x))
         low, B, C = self.x_proj(x).split([s.dt_rank, s.d_state, s.d_state], dim=-1)
-        dt = sites.fire("hook_dt", F.softplus(F.linear(low, self.dt_proj.weight, self.dt_proj.bias).float()))
+        dt = F.softplus(F.linear(low, self.dt_proj.weight, self.dt_proj.bias).float())
+        if mask is not None:  # Δ = 0: the state passes a padded step unchanged
+            dt = dt * mask[..., None]
+        dt = sites.fire("hook_dt", dt)
         B = sites.fire("hook_B", B)
         C = sites.fire("hook_C", C)
         if sites.hooked("hook_ssm_state"):
@@ -96,6 +101,12 @@ class Mamba1Mixer(nn.Module):
     def _scan_per_step(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor, sites: MixerSites) -> Tensor:
         """Materialise every state, fire ``hook_ssm_state`` and continue from any patched state."""
         A, D = self.A, self.D
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, dt, A, B, C, D)):
+            local = (dt * x.to(dt.dtype))[..., None] * B.to(dt.dtype)[:, :, None, :]
+            states = states_with_grad(lambda st: sites.fire("hook_ssm_state", st), local, dt[..., None], A,
+                                      lambda p, q, h: mamba1_scan(x[:, p:q], dt[:, p:q], A, B[:, p:q], C[:, p:q], D,
+                                                                  h, True)[1])
+            return mamba1_readout(states, x, C, D)
         y, states, _ = mamba1_scan(x, dt, A, B, C, D, return_states=True)
         after, changed = fire_states(lambda st: sites.fire("hook_ssm_state", st), states,
                                      lambda: mamba1_scan(x, dt, A, B, C, D, return_states=True)[1])

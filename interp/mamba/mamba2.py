@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from interp.mamba.config import MambaSpec
 from interp.mamba.mamba1 import causal_conv
 from interp.mamba.native import mamba2_scan
-from interp.mamba.scan import continue_from_patches, fire_states, mamba2_readout
+from interp.mamba.scan import continue_from_patches, fire_states, mamba2_readout, states_with_grad
 
 if TYPE_CHECKING:
     from interp.mamba.model import MixerSites
@@ -77,16 +77,20 @@ class Mamba2Mixer(nn.Module):
         """The per-head state decay rate ``A = -exp(A_log)`` ``[H]`` (float32)."""
         return -torch.exp(self.A_log.float())
 
-    def forward(self, u: Tensor, sites: MixerSites) -> Tensor:
+    def forward(self, u: Tensor, sites: MixerSites, mask: Tensor | None = None) -> Tensor:
         s = self.spec
         b, T, _ = u.shape
         H, P, G, N = s.n_ssm_heads, s.head_dim, s.n_groups, s.d_state
         z, xbc, dt = self.in_proj(u).split([s.d_inner, s.conv_dim, H], dim=-1)
+        if mask is not None:  # a padded step feeds nothing to the conv (see HookedMamba: padding)
+            xbc = xbc * mask[..., None].to(xbc.dtype)
         xbc = sites.fire("hook_x", xbc)
         z = sites.fire("hook_gate", z)
         x, B, C = causal_conv(self.conv1d, xbc).split([s.d_inner, G * N, G * N], dim=-1)
         x = sites.fire("hook_conv_out", x.reshape(b, T, H, P))
         dt = F.softplus(dt.float() + self.dt_bias.float()).clamp(s.dt_min, s.dt_max)
+        if mask is not None:  # Δ = 0: the state passes a padded step unchanged
+            dt = dt * mask[..., None]
         dt = sites.fire("hook_dt", dt)
         B = sites.fire("hook_B", B.reshape(b, T, G, N))
         C = sites.fire("hook_C", C.reshape(b, T, G, N))
@@ -101,6 +105,14 @@ class Mamba2Mixer(nn.Module):
     def _scan_per_step(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor, sites: MixerSites) -> Tensor:
         """Materialise every state, fire ``hook_ssm_state`` and continue from any patched state."""
         A, D = self.A, self.D
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, dt, A, B, C, D)):
+            Bh = B.to(dt.dtype).repeat_interleave(x.shape[2] // B.shape[2], dim=2)  # [b, T, H, N]
+            local = (dt[..., None] * x.to(dt.dtype))[..., None] * Bh[:, :, :, None, :]
+            states = states_with_grad(lambda st: sites.fire("hook_ssm_state", st), local, dt[..., None, None],
+                                      A[:, None, None],
+                                      lambda p, q, h: mamba2_scan(x[:, p:q], dt[:, p:q], A, B[:, p:q], C[:, p:q], D,
+                                                                  h, True)[1])
+            return mamba2_readout(states, x, C, D)
         y, states, _ = mamba2_scan(x, dt, A, B, C, D, return_states=True)
         after, changed = fire_states(lambda st: sites.fire("hook_ssm_state", st), states,
                                      lambda: mamba2_scan(x, dt, A, B, C, D, return_states=True)[1])

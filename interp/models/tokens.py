@@ -83,8 +83,10 @@ class TokensMixin:
 
     def to_str_tokens(self, tokens: str | Tensor | Sequence[int],
                       prepend_bos: bool = True) -> list[str] | list[list[str]]:
-        """Token strings of a text or of token ids (a list per row for a 2-D batch)."""
+        """Token strings of a text or of token ids (a list per row for a 2-D batch or a list of texts)."""
         tok = self._need_tokenizer()
+        if isinstance(tokens, (list, tuple)) and tokens and all(isinstance(t, str) for t in tokens):
+            return [self.to_str_tokens(t, prepend_bos) for t in tokens]  # type: ignore[misc]
         if isinstance(tokens, str):
             tokens = self._tokenize(tokens, prepend_bos, "right")[0][0]
         if isinstance(tokens, Tensor):

@@ -6,11 +6,10 @@ position ``1``): numpy and 0-dim torch integers are accepted through ``operator.
 
 from __future__ import annotations
 
-import math
 import operator
 from typing import Any
 
-__all__ = ["check_device", "check_int", "check_number", "index_list", "is_index"]
+__all__ = ["check_device", "check_int", "index_list", "is_index"]
 
 
 def is_index(x: Any) -> bool:
@@ -41,23 +40,6 @@ def check_int(value: Any, arg: str, *, lo: int | None = None, hi: int | None = N
         want = (f">= {lo}" if hi is None else f"<= {hi}" if lo is None else f"in {lo}..{hi}")
         raise ValueError(f"{arg} must be an int {want}; got {i}")
     return i
-
-
-def check_number(value: Any, arg: str, *, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False, hi_open: bool = False, finite: bool = True) -> float:
-    """``value`` as a float (int or float, never bool) within the bounds; ``finite`` rejects nan and inf."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise TypeError(f"{arg} must be a number; got {_describe(value)}")
-    x = float(value)
-    if math.isnan(x) or (finite and math.isinf(x)):
-        raise ValueError(f"{arg} must be a finite number; got {x}")
-    low_bad = lo is not None and (x <= lo if lo_open else x < lo)
-    high_bad = hi is not None and (x >= hi if hi_open else x > hi)
-    if low_bad or high_bad:
-        left = "" if lo is None else f"{'>' if lo_open else '>='} {lo}"
-        right = "" if hi is None else f"{'<' if hi_open else '<='} {hi}"
-        raise ValueError(f"{arg} must be a number {' and '.join(p for p in (left, right) if p)}; got {x}")
-    return x
 
 
 def index_list(value: Any, arg: str, *, length: int | None = None, what: str = "index") -> list[int]:

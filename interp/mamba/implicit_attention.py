@@ -55,7 +55,11 @@ def _segment_decay(cs: Tensor, rows: Tensor) -> Tensor:
 def _rows(rows: Sequence[int] | Tensor | None, T: int, device) -> Tensor:
     if rows is None:
         return torch.arange(T, device=device)
-    r = torch.tensor(index_list(rows, "rows", what="position"), dtype=torch.long, device=device)
+    if isinstance(rows, Tensor) and not (rows.is_floating_point() or rows.is_complex() or rows.dtype == torch.bool):
+        r = rows.to(device=device, dtype=torch.long).flatten()
+    else:  # floats and bools are not positions; no rows at all give an empty map (e.g. no flow to block)
+        idx = [] if isinstance(rows, (list, tuple)) and not rows else index_list(rows, "rows", what="position")
+        r = torch.tensor(idx, dtype=torch.long, device=device)
     if r.numel() and (int(r.min()) < 0 or int(r.max()) >= T):
         raise IndexError(f"rows must be query positions in 0..{T - 1}; got {r.tolist()}")
     return r

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from interp.errors import MemoryBudgetError
+
 __all__ = ["DEFAULT_FRACTION", "ENV_VAR", "Budget", "CacheEstimate", "MemoryBudgetError", "available_memory",
            "batch_slices", "cache_size", "check_cache_budget", "estimate_cache", "format_bytes", "max_batch_size",
            "parse_budget", "resolve_budget"]
@@ -43,11 +45,6 @@ _FIT_PROBES = ((1, 2), (2, 2), (1, 3), (2, 3))
 _CHECK_PROBE = (3, 5)
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
           "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
-
-
-class MemoryBudgetError(MemoryError):
-    """An activation cache (or a chunk of work) would not fit the memory budget; the message says the estimate,
-    the budget and how to reduce one or raise the other."""
 
 
 # ------------------------------------------------------------------------------------------------ budgets

@@ -152,7 +152,7 @@ class _SiteShape:
     def numel(self, batch: int, pos: int) -> int:
         if not self.exact:  # at most linear in batch, quadratic in pos (attention-like) from the check probe
             b0, t0 = _CHECK_PROBE
-            return math.ceil(self.check_numel * max(1.0, batch / b0) * max(1.0, pos / t0) ** 2)
+            return -(-self.check_numel * max(b0, batch) * max(t0, pos) ** 2 // (b0 * t0 * t0))  # ceil, in ints
         u, w = batch - 1, pos - 2
         return math.prod(max(0, a + db * u + dt * w + dbt * u * w) for a, db, dt, dbt in self.axes)
 

@@ -204,3 +204,27 @@ def test_smollm2_every_site_at_8x512(smollm2):
     assert 8 * 2**30 < big < 14 * 2**30
     with pytest.raises(MemoryBudgetError, match=r"for 512 sites at batch 8 × pos 512 .*hook_pattern ×30"):
         smollm2.run_with_cache(torch.randint(4, 1000, (8, 512)), memory_budget="4GiB")
+
+
+def test_a_shape_outside_the_fit_is_bounded_from_above():
+    """A site whose size grows like pos² in one axis (a flattened pattern) is not bilinear per axis: the check probe
+    catches it and the estimate falls back to linear-in-batch, quadratic-in-pos growth, never below the truth."""
+    from interp.models.base import HookedModel
+
+    class Toy(HookedModel):
+        arch, n_layers, n_heads, n_kv_heads, d_model, d_head, d_vocab = "toy", 1, 1, 1, 4, 4, 10
+
+        def _site_names(self):
+            return ["hook_embed", "blocks.0.hook_flat_pattern"]
+
+        def _logits(self, tokens, mask):
+            b, t = tokens.shape
+            self._registry.fire("hook_embed", torch.zeros(b, t, 4))
+            self._registry.fire("blocks.0.hook_flat_pattern", torch.zeros(b, t * t))
+            return torch.zeros(b, t, 10)
+
+    model = Toy()
+    for b, t in ((1, 1), (3, 5), (2, 9), (7, 40)):
+        est = estimate_cache(model, (b, t))
+        assert est.by_site["hook_embed"] == b * t * 4 * 4  # exact
+        assert b * t * t * 4 <= est.by_site["blocks.0.hook_flat_pattern"] <= max(b, 3) * max(t, 5) ** 2 * 4

@@ -77,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         message = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else err  # KeyError quotes its text
-        print(f"interp {args.verb}: error: {message}", file=sys.stderr)
+        text = " ".join(str(message).split()) or type(err).__name__  # one line, even for a multi-line message
+        print(f"interp {args.verb}: error: {text}", file=sys.stderr)
         return 2
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CapabilityError"]
+__all__ = ["CapabilityError", "MemoryBudgetError"]
 
 
 class CapabilityError(TypeError):
@@ -12,3 +12,8 @@ class CapabilityError(TypeError):
     A ``TypeError`` rather than an ``AttributeError``: ``torch.nn.Module.__getattr__`` would hide the message of an
     ``AttributeError`` raised inside a property.
     """
+
+
+class MemoryBudgetError(MemoryError):
+    """A cache, buffer or chunk of work would not fit the memory budget (see :mod:`interp.models.memory`); the message
+    says the estimate, the budget and how to reduce one or raise the other."""

@@ -152,6 +152,18 @@ class HookRegistry:
                 self._ctx = {}
 
     @contextmanager
+    def set_aside(self) -> Iterator[None]:
+        """Hide every active hook, the stop site and any muting for the block, and restore them on exit (for a
+        model's own internal runs, e.g. the memory guard's shape probes, which must not fire the caller's hooks)."""
+        saved = (self._fwd, self._bwd, self._ctx, self.stop_site, self.mute, self._mute_all)
+        self._fwd, self._bwd, self._ctx = {}, {}, {}
+        self.stop_site, self.mute, self._mute_all = None, None, False
+        try:
+            yield
+        finally:
+            self._fwd, self._bwd, self._ctx, self.stop_site, self.mute, self._mute_all = saved
+
+    @contextmanager
     def silenced(self) -> Iterator[None]:
         """Fire nothing inside the block (used when a model evaluates one of its own modules for the user)."""
         old = self._mute_all

@@ -13,13 +13,14 @@ position, or the mean over positions) at any site of any hooked model (transform
 from __future__ import annotations
 
 import json
+import operator
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from interp.atomic import atomic_dir
+from interp.files import load_safetensors, read_json_object
 
 __all__ = ["LinearProbe", "probe_activations"]
 
@@ -29,13 +30,17 @@ def probe_activations(model, site: str, tokens: Tensor, *, position: int | str =
     token) or averaged over positions (``position="mean"``). The forward pass stops after the site's layer."""
     from tqdm.auto import tqdm
 
+    from interp.checks import check_int, is_index
     from interp.saes.store import site_activations
 
     tokens = model.check_tokens(tokens, arg="tokens")
-    if not (position == "mean" or isinstance(position, int)):
+    check_int(batch_size, "batch_size", lo=1)
+    if not (isinstance(position, str) and position == "mean" or is_index(position)):
         raise ValueError(f"position must be an int index or 'mean'; got {position!r}")
-    if isinstance(position, int) and not -tokens.shape[1] <= position < tokens.shape[1]:
-        raise ValueError(f"position {position} is out of range for sequences of length {tokens.shape[1]}")
+    if not isinstance(position, str):
+        position = operator.index(position)
+        if not -tokens.shape[1] <= position < tokens.shape[1]:
+            raise ValueError(f"position {position} is out of range for sequences of length {tokens.shape[1]}")
     rows = []
     for start in tqdm(range(0, tokens.shape[0], batch_size), desc=f"activations at {site}",
                       disable=tokens.shape[0] <= batch_size):
@@ -138,9 +143,13 @@ class LinearProbe(nn.Module):
         folder = Path(folder)
         if not (folder / "probe.json").is_file():
             raise FileNotFoundError(f"folder: {folder} holds no probe.json (write it with LinearProbe.save)")
-        meta = json.loads((folder / "probe.json").read_text())
-        probe = cls(int(meta["d_in"]), int(meta["n_classes"]), float(meta["C"]))
-        probe.load_state_dict(load_file(str(folder / "probe.safetensors")))
+        meta = read_json_object(folder / "probe.json", "a probe's metadata")
+        try:
+            probe = cls(int(meta["d_in"]), int(meta["n_classes"]), float(meta["C"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{folder / 'probe.json'}: expected d_in, n_classes and C ({type(err).__name__}: "
+                             f"{err})") from None
+        probe.load_state_dict(load_safetensors(folder / "probe.safetensors"))
         probe.converged = meta.get("converged")
         return probe.requires_grad_(False)
 

@@ -32,6 +32,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.checks import index_list
+
 __all__ = [
     "mamba1_alpha", "mamba2_alpha", "implicit_attention", "attention_patterns", "ssm_params", "scan_sites",
 ]
@@ -53,7 +55,11 @@ def _segment_decay(cs: Tensor, rows: Tensor) -> Tensor:
 def _rows(rows: Sequence[int] | Tensor | None, T: int, device) -> Tensor:
     if rows is None:
         return torch.arange(T, device=device)
-    r = torch.as_tensor(rows, dtype=torch.long, device=device).flatten()
+    if isinstance(rows, Tensor) and not (rows.is_floating_point() or rows.is_complex() or rows.dtype == torch.bool):
+        r = rows.to(device=device, dtype=torch.long).flatten()
+    else:  # floats and bools are not positions; no rows at all give an empty map (e.g. no flow to block)
+        idx = [] if isinstance(rows, (list, tuple)) and not rows else index_list(rows, "rows", what="position")
+        r = torch.tensor(idx, dtype=torch.long, device=device)
     if r.numel() and (int(r.min()) < 0 or int(r.max()) >= T):
         raise IndexError(f"rows must be query positions in 0..{T - 1}; got {r.tolist()}")
     return r
@@ -155,9 +161,9 @@ def _check_budget(T: int, n_maps: int, batch: int, max_len: int, max_elements: i
 def _channel_list(channels, d_inner: int) -> list[int]:
     if channels is None:
         return list(range(d_inner))
-    chans = [channels] if isinstance(channels, int) else [int(c) for c in channels]
+    chans = index_list(channels, "channels")
     bad = [c for c in chans if not 0 <= c < d_inner]
-    if bad or not chans:
+    if bad:
         raise IndexError(f"channels must be a non-empty list of indices in 0..{d_inner - 1}; got bad {bad or chans}")
     return chans
 
@@ -190,7 +196,7 @@ def implicit_attention(
     """
     _check_mamba(model)
     tokens = model.check_tokens(tokens)
-    layer = model.check_layers(layer)[0]
+    layer = model.check_layer(layer)
     spec = _spec(model)
     n = spec.d_inner if model.arch == "mamba" else spec.n_ssm_heads
     chans = _channel_list(channels, n)

@@ -394,7 +394,7 @@ class HookedModel(TokensMixin, nn.Module):
     def run_with_cache(
         self, tokens, names_filter: NamesFilter = None, *, grad: bool = False,
         device: str | torch.device | None = None, fwd_hooks: HookSpec = (), attention_mask: Tensor | None = None,
-        **forward_kwargs,
+        memory_budget: int | float | str | None = None, **forward_kwargs,
     ) -> tuple[Any, ActivationCache]:
         """Run the model and record activations at the selected sites (after any hooks, including ``fwd_hooks``
         and those of enclosing ``hooks(...)`` contexts).
@@ -405,6 +405,9 @@ class HookedModel(TokensMixin, nn.Module):
         methods: ``torch.autograd.grad(loss, cache[name])``); by default the run is under ``no_grad`` and the
         tensors are detached. ``device`` moves cached tensors (e.g. ``"cpu"``). A site asked for by name that did
         not fire raises; asking for one that a ``stop_at_layer``/``start_at_layer`` run skips is an error up front.
+        A cache estimated (without running the model, :meth:`cache_size`) above ``memory_budget`` (bytes, ``"2GiB"``,
+        ``"80%"``, ``"off"``; default ``$INTERP_MEMORY_BUDGET`` or half the available memory) is refused with a
+        ``MemoryBudgetError`` saying the estimate and how to reduce it (see :mod:`interp.models.memory`).
         """
         names = self.resolve_names(names_filter)
         stop, start = forward_kwargs.get("stop_at_layer"), forward_kwargs.get("start_at_layer")
@@ -418,6 +421,10 @@ class HookedModel(TokensMixin, nn.Module):
             raise ValueError(f"sites {skipped[:4]} are never reached by this run (stop_at_layer={stop}, "
                              f"start_at_layer={start}); drop them or change the layers")
         names = [n for n in names if n in reachable]
+        from interp.models.memory import check_cache_budget  # the memory guard: refuse a cache above the budget
+
+        check_cache_budget(self, tokens, names, memory_budget=memory_budget, device=device,
+                           attention_mask=attention_mask, **forward_kwargs)
         store: dict[str, Tensor] = {}
 
         def save(act: Tensor, *, hook) -> None:
@@ -437,6 +444,14 @@ class HookedModel(TokensMixin, nn.Module):
             raise RuntimeError(f"sites {missing[:5]} were hooked but did not fire in this forward pass "
                                f"({len(missing)} in all); this is a bug in the {type(self).__name__} wrapper")
         return out, ActivationCache({n: store[n] for n in names}, self)
+
+    def cache_size(self, tokens, names_filter: NamesFilter = None, **forward_kwargs) -> int:
+        """Estimated bytes of the cache ``run_with_cache(tokens, names_filter, **forward_kwargs)`` would hold, from
+        the sites' shapes, without running the model on ``tokens`` (token ids, text, or a ``(batch, pos)`` shape);
+        see :mod:`interp.models.memory`."""
+        from interp.models.memory import cache_size
+
+        return cache_size(self, tokens, names_filter, **forward_kwargs)
 
     def attention_patterns(self, tokens, layers: int | Sequence[int] | None = None, *, normalize: bool = True,
                            attention_mask: Tensor | None = None) -> Tensor:

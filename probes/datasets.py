@@ -26,6 +26,8 @@ NEGATIVE = ("terrible", "awful", "horrible", "dreadful", "boring", "disappointin
 SUBJECTS = ("movie", "food", "hotel", "concert", "book", "weather", "service", "game", "trip", "show")
 TEMPLATES = ("The {s} was {a}.", "I thought the {s} was {a}.", "Honestly, the {s} was {a}.",
              "Everyone said the {s} was {a}.")
+NEGATED = ("The {s} was not {a}.", "I thought the {s} was not {a}.", "Honestly, the {s} was not {a}.",
+           "Everyone said the {s} was not {a}.")
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,13 @@ class LabelledTexts:
         return path
 
 
-def sentiment_texts(n: int | None = None, *, seed: int = 0) -> LabelledTexts:
+def sentiment_texts(n: int | None = None, *, negation: bool = True, seed: int = 0) -> LabelledTexts:
     """Templated reviews: every (template, subject, adjective) of 4 templates x 10 subjects x 20 positive and 20
-    negative adjectives (1600 texts), shuffled with ``seed``, or ``n`` of them. Labels ``"positive"`` /
-    ``"negative"``; the type is the adjective."""
-    rows = [(t.format(s=s, a=a), "positive" if a in POSITIVE else "negative", a)
-            for t in TEMPLATES for s in SUBJECTS for a in (*POSITIVE, *NEGATIVE)]
+    negative adjectives, and with ``negation`` the same with "not" before the adjective, which flips the label
+    (3200 texts; 1600 without), shuffled with ``seed``, or the first ``n`` of them. Labels ``"positive"`` /
+    ``"negative"``; the type is the adjective, so the adjective alone predicts a negated set's label at chance."""
+    rows = [(t.format(s=s, a=a), "positive" if (a in POSITIVE) != (t in NEGATED) else "negative", a)
+            for t in (*TEMPLATES, *(NEGATED if negation else ())) for s in SUBJECTS for a in (*POSITIVE, *NEGATIVE)]
     random.Random(seed).shuffle(rows)
     if n is not None:
         if not 2 <= n <= len(rows):

@@ -70,6 +70,8 @@ class SweepResult(Result):
     """Regularisation (``C`` or ``alpha``), normalisation, seed, control-type source."""
     converged: float = 1.0
     """Fraction of the batched problems whose solver met its tolerance."""
+    fold_of: Tensor | None = field(default=None, compare=False, repr=False)
+    """``[text]``: the cross-validation fold of each text (to reproduce a fold with another tool)."""
     probes: dict = field(default_factory=dict, compare=False, repr=False)
     """Site -> probe fitted on every row (real labels), for reading out and steering."""
 
@@ -217,7 +219,7 @@ def sweep_activations(acts: Activations, labels: Sequence, folds: int = 5, *, fa
         shuffled=S[:, :, 2:].mean((1, 2)) if shuffles else torch.full((len(order),), float("nan")),
         majority=_majority(y[rows], fold_rows, folds, family), family=family, position=str(acts.position),
         classes=None if classes is None else tuple(classes), folds=folds, n_texts=acts.n_texts,
-        n_rows=acts.n_rows, hyper=hyper, converged=conv / max(total, 1), probes=fitted)
+        n_rows=acts.n_rows, hyper=hyper, converged=conv / max(total, 1), fold_of=fold_of, probes=fitted)
 
 
 def _prepare_labels(labels: Sequence, family: str) -> tuple[Tensor, list | None]:

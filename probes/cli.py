@@ -57,8 +57,8 @@ def _run(args: argparse.Namespace) -> int:
     texts, labels, types = read_jsonl(args.data, args.text_key, args.label_key, args.control_key)
     model = load_model(args.model)
     result = layer_sweep(
-        model, texts, labels, _sites(args.site), args.position, args.folds, family=args.family, C=args.C, alpha=args.alpha,
-        control_types=types, shuffles=args.shuffles, seed=args.seed, normalize=args.normalize,
+        model, texts, labels, _sites(args.site), args.position, args.folds, family=args.family, C=args.C,
+        alpha=args.alpha, control_types=types, shuffles=args.shuffles, seed=args.seed, normalize=args.normalize,
         batch_size=args.batch_size, dtype=getattr(torch, _DTYPES[args.dtype]), memory_budget=args.memory_budget,
         keep_probes=args.save_probes is not None, progress=not args.quiet)
     if args.out:

@@ -32,9 +32,10 @@ def as_direction(direction, *, cls: int | str | None = None) -> Tensor:
     if isinstance(direction, Probe):
         return direction.direction(cls)
     if isinstance(direction, Tensor) and direction.ndim == 1 and direction.is_floating_point():
+        direction = direction.detach()
         if not torch.isfinite(direction).all() or float(direction.norm()) == 0:
             raise ValueError("direction must be a finite, non-zero vector")
-        return direction.detach()
+        return direction
     raise TypeError(f"direction must be a probe or a 1-D float tensor; got "
                     f"{tuple(direction.shape) if isinstance(direction, Tensor) else type(direction).__name__}")
 
@@ -200,9 +201,9 @@ def steering_curve(model, texts: Sequence[str], site: str, direction, coeffs: Se
             last = model.last_positions(mask)
             hooks = []
             if coeff is None:
-                def grab(act, *, hook):
-                    norms.append(act.reshape(act.shape[0], act.shape[1], -1)[torch.arange(act.shape[0]), last]
-                                 .float().norm(dim=-1).cpu())
+                def grab(act, *, hook, last=last):
+                    rows = act.reshape(act.shape[0], act.shape[1], -1)[torch.arange(act.shape[0]), last]
+                    norms.append(rows.float().norm(dim=-1).cpu())
                 hooks.append((site, grab))
             else:
                 hooks.append((site, steering_hook(vec, coeff, mode=mode, positions=positions, normalize=normalize)))

@@ -38,15 +38,15 @@ def test_logistic_matches_sklearn(k, C):
         warnings.simplefilter("ignore")
         for s in range(3):
             for f in range(train.shape[0]):
-                for l in range(2):
+                for lab in range(2):
                     m = train[f]
                     ref = LogisticRegression(C=C, tol=1e-12, max_iter=100_000).fit(X[s][m].double().numpy(),
-                                                                                   Y[l][m].numpy())
-                    torch.testing.assert_close(fit.W[s, f, l].T, torch.tensor(ref.coef_), rtol=1e-4, atol=1e-5)
-                    torch.testing.assert_close(fit.b[s, f, l], torch.tensor(ref.intercept_), rtol=1e-4, atol=5e-5)
+                                                                                   Y[lab][m].numpy())
+                    torch.testing.assert_close(fit.W[s, f, lab].T, torch.tensor(ref.coef_), rtol=1e-4, atol=1e-5)
+                    torch.testing.assert_close(fit.b[s, f, lab], torch.tensor(ref.intercept_), rtol=1e-4, atol=5e-5)
                     if bool(m.all()):
                         continue
-                    dec = decision_batched(X, fit)[s, ~m, f, l]
+                    dec = decision_batched(X, fit)[s, ~m, f, lab]
                     pred = (dec[:, 0] > 0).long() if k == 2 else dec.argmax(1)
                     assert (pred.numpy() == ref.predict(X[s][~m].double().numpy())).mean() >= 0.99
 
@@ -73,11 +73,11 @@ def test_ridge_matches_sklearn(d):
     fit = fit_batched(X, Y, train, "ridge", alpha=2.5)
     for s in range(3):
         for f in range(train.shape[0]):
-            for l in range(2):
+            for lab in range(2):
                 m = train[f]
-                ref = Ridge(alpha=2.5).fit(X[s][m].double().numpy(), Y[l][m].double().numpy())
-                torch.testing.assert_close(fit.W[s, f, l, :, 0], torch.tensor(ref.coef_), rtol=1e-7, atol=1e-9)
-                assert float(fit.b[s, f, l, 0]) == pytest.approx(float(ref.intercept_), rel=1e-7, abs=1e-8)
+                ref = Ridge(alpha=2.5).fit(X[s][m].double().numpy(), Y[lab][m].double().numpy())
+                torch.testing.assert_close(fit.W[s, f, lab, :, 0], torch.tensor(ref.coef_), rtol=1e-7, atol=1e-9)
+                assert float(fit.b[s, f, lab, 0]) == pytest.approx(float(ref.intercept_), rel=1e-7, abs=1e-8)
     probe = RidgeProbe.fit(X[0], Y[0], alpha=2.5)
     ref = Ridge(alpha=2.5).fit(X[0].double().numpy(), Y[0].double().numpy())
     assert probe.score(X[0], Y[0]) == pytest.approx(ref.score(X[0].double().numpy(), Y[0].double().numpy()))

@@ -160,8 +160,9 @@ def collect_activations(model, texts: Sequence[str] | Tensor, sites: str | Seque
     batches = [order[i: i + batch_size] for i in range(0, n, batch_size)]
     for bi, idx in enumerate(tqdm(batches, desc=f"activations at {len(names)} site(s)",
                                   disable=not progress or len(batches) < 2)):
-        width = int(lengths[idx].max())
-        tok, msk, weights = tokens[idx, :width], mask[idx, :width], where.weights[idx, :width]
+        cols = mask[idx].bool().any(0).nonzero().flatten()    # the batch's columns holding real tokens
+        span = slice(int(cols[0]), int(cols[-1]) + 1)            # (padding may be on either side)
+        tok, msk, weights = tokens[idx, span], mask[idx, span], where.weights[idx, span]
         if position.kind == "all":
             rows_at = torch.cat([offsets[i] + torch.arange(int(counts[i])) for i in idx.tolist()])
         else:
@@ -181,9 +182,15 @@ def collect_activations(model, texts: Sequence[str] | Tensor, sites: str | Seque
 
 def _tokenize(model, texts, attention_mask):
     if isinstance(texts, Tensor):
-        tokens, mask = model._prepare(texts, attention_mask)
-        mask = torch.ones_like(tokens) if mask is None else mask
-        return tokens.cpu(), mask.cpu(), None, False
+        tokens = model.check_tokens(texts, arg="texts").cpu()
+        if attention_mask is None:
+            return tokens, torch.ones_like(tokens), None, False
+        mask = attention_mask.unsqueeze(0) if attention_mask.ndim == 1 else attention_mask
+        if tuple(mask.shape) != tuple(tokens.shape) or mask.is_floating_point() \
+                or bool(((mask != 0) & (mask != 1)).any()) or not bool(mask.bool().any(1).all()):
+            raise ValueError(f"attention_mask must be 0/1 integers of the tokens' shape {tuple(tokens.shape)} with a "
+                             "real token in every row")
+        return tokens, mask.long().cpu(), None, False
     if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts \
             or not all(isinstance(t, str) for t in texts):
         raise TypeError("texts must be a non-empty list of strings or token ids [n, pos]; got "
@@ -191,7 +198,7 @@ def _tokenize(model, texts, attention_mask):
     if attention_mask is not None:
         raise ValueError("attention_mask: pass it with token ids, not with text (text is padded and masked)")
     tokens, mask = model.to_tokens(list(texts), return_attention_mask=True)
-    bos = getattr(model._need_tokenizer(), "bos_token_id", None) is not None
+    bos = getattr(model.tokenizer, "bos_token_id", None) is not None
     return tokens.cpu(), mask.cpu(), list(texts), bos
 
 

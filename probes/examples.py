@@ -89,52 +89,67 @@ def _sweep_svg(result, path: Path, title: str) -> None:
              xlabel="layer" if isinstance(x[0], int) else "site", ylabel="held-out accuracy")
 
 
-def smollm2_example(out: str | Path, *, n: int = 1200, seed: int = 0, model=None) -> dict:
-    """Sentiment sweep (logistic and mass-mean) and steering on SmolLM2; writes reports into ``out``."""
+def smollm2_example(out: str | Path, *, n: int = 1200, seed: int = 0, model=None, steer_only: bool = False) -> dict:
+    """Sentiment sweep (logistic and mass-mean) and steering on SmolLM2; writes reports into ``out``.
+    ``steer_only`` reruns the steering part from the direction and summary a previous run saved in ``out``."""
     import interp
+    from interp.probes.base import load_probe
     from interp.probes.collect import collect_activations
     from interp.probes.datasets import sentiment_texts
-    from interp.probes.steering import generate_steered, logit_diff_metric, steering_curve
     from interp.probes.sweep import sweep_activations
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = interp.load_model("smollm2") if model is None else model
-    data = sentiment_texts(n, seed=seed)
-    acts = collect_activations(model, list(data.texts), "blocks.*.hook_resid_post", "last", batch_size=32)
-    summary: dict = {"texts": len(data), "position": "last (the final '.')"}
-    results = {}
-    for family in ("logistic", "mass_mean"):
-        r = sweep_activations(acts, list(data.labels), 5, family=family, control_types=list(data.types), seed=seed)
-        results[family] = r
-        r.save_html(out / f"smollm2_sentiment_{family}.html")
-        r.save_json(out / f"smollm2_sentiment_{family}.json")
-        _sweep_svg(r, out / f"smollm2_sentiment_{family}.svg",
-                   f"SmolLM2: sentiment at the final '.', {family} probe ({len(data)} reviews)")
-        summary[family] = _sweep_summary(r)
-    # steer along the mass-mean direction where selectivity peaks
-    mm = results["mass_mean"]
-    site = mm.sites[int(mm.selectivity.argmax())]
-    probe = mm.probe(site)
-    metric = logit_diff_metric(model, POSITIVE_WORDS, NEGATIVE_WORDS)
-    ratios = [-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0]
-    base = steering_curve(model, list(STEER_PROMPTS), site, probe, [0.0], metric)
-    coeffs = [r * base.site_norm for r in ratios]
-    curve = steering_curve(model, list(STEER_PROMPTS), site, probe, coeffs, metric)
-    ablated = steering_curve(model, list(STEER_PROMPTS), site, probe, [1.0], metric, mode="project")
-    samples = generate_steered(model, STEER_PROMPTS[0], site, probe, [coeffs[1], 0.0, coeffs[-2]], max_new_tokens=12)
-    curve = type(curve)(curve.site, curve.mode, curve.coeffs, curve.values, curve.metric, curve.site_norm, samples)
-    curve.save_html(out / "smollm2_steering.html")
-    line_svg([f"{r:+.2f}" for r in ratios], {"logit diff (positive - negative words)": curve.mean.tolist()},
-             out / "smollm2_steering.svg", title=f"SmolLM2: adding the mass-mean sentiment direction at {site}",
-             xlabel="coefficient / mean activation norm", ylabel="logit difference")
-    summary["steering"] = {"site": site, "site_norm": round(curve.site_norm, 2), "ratios": ratios,
-                           "logit_diff": [round(float(v), 3) for v in curve.mean],
-                           "projected_out": round(float(ablated.mean[0]), 3),
-                           "samples": {f"{r:+.2f}": samples[c] for r, c in zip([-0.5, 0.0, 0.5],
-                                                                              [coeffs[1], 0.0, coeffs[-2]])}}
+    if steer_only:
+        summary = json.loads((out / "smollm2_summary.json").read_text())
+        probe = load_probe(out / "smollm2_sentiment_direction")
+    else:
+        data = sentiment_texts(n, seed=seed)
+        acts = collect_activations(model, list(data.texts), "blocks.*.hook_resid_post", "last", batch_size=32)
+        summary = {"texts": len(data), "position": "last (the final '.')"}
+        results = {}
+        for family in ("logistic", "mass_mean"):
+            r = sweep_activations(acts, list(data.labels), 5, family=family, control_types=list(data.types),
+                                  seed=seed)
+            results[family] = r
+            r.save_html(out / f"smollm2_sentiment_{family}.html")
+            r.save_json(out / f"smollm2_sentiment_{family}.json")
+            _sweep_svg(r, out / f"smollm2_sentiment_{family}.svg",
+                       f"SmolLM2: sentiment at the final '.', {family} probe ({len(data)} reviews)")
+            summary[family] = _sweep_summary(r)
+        mm = results["mass_mean"]  # steer along the mass-mean direction where selectivity peaks
+        probe = mm.probe(mm.sites[int(mm.selectivity.argmax())])
+        probe.save(out / "smollm2_sentiment_direction")
+    summary["steering"] = _steer_smollm2(model, probe, out)
     atomic_write_json(summary, out / "smollm2_summary.json")
     return summary
+
+
+def _steer_smollm2(model, probe, out: Path) -> dict:
+    """Add ``k * theta`` (theta = mu_positive - mu_negative, the mass-mean direction; Marks & Tegmark 2023) at
+    every position of a few review prompts; the metric is the mean logit of positive minus negative words."""
+    from interp.probes.steering import generate_steered, logit_diff_metric, steering_curve
+
+    site = probe.site
+    unit = float(probe.W[:, 0].norm())                   # |theta|: k = 1 moves the mean negative to the positive
+    metric = logit_diff_metric(model, POSITIVE_WORDS, NEGATIVE_WORDS)
+    ks = [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0]
+    coeffs = [k * unit for k in ks]
+    curve = steering_curve(model, list(STEER_PROMPTS), site, probe, coeffs, metric)
+    ablated = steering_curve(model, list(STEER_PROMPTS), site, probe, [1.0], metric, mode="project")
+    shown = {-1.0: -unit, 0.0: 0.0, 1.0: unit}
+    samples = generate_steered(model, STEER_PROMPTS[0], site, probe, list(shown.values()), max_new_tokens=12)
+    curve = type(curve)(curve.site, curve.mode, curve.coeffs, curve.values, curve.metric, curve.site_norm,
+                        {f"{k:+.1f} |theta|": samples[c] for k, c in shown.items()})
+    curve.save_html(out / "smollm2_steering.html")
+    line_svg([f"{k:+.1f}" for k in ks], {"logit diff (positive - negative words)": curve.mean.tolist()},
+             out / "smollm2_steering.svg", title=f"SmolLM2: adding k x the mass-mean sentiment direction at {site}",
+             xlabel="k (units of |mu_pos - mu_neg|)", ylabel="logit difference")
+    return {"site": site, "theta_norm": round(unit, 2), "site_norm": round(curve.site_norm, 2), "k": ks,
+            "logit_diff": [round(float(v), 3) for v in curve.mean],
+            "logit_diff_per_prompt_min": [round(float(v), 3) for v in curve.values.min(1).values],
+            "projected_out": round(float(ablated.mean[0]), 3), "samples": curve.samples}
 
 
 def mamba_example(out: str | Path, *, seed: int = 0, name: str = "mamba2-facts") -> dict:
@@ -168,11 +183,12 @@ def main(argv=None) -> int:
     parser.add_argument("out", help="output folder")
     parser.add_argument("--which", choices=["smollm2", "mamba", "both"], default="both")
     parser.add_argument("--n", type=int, default=1200, help="SmolLM2 reviews (default 1200)")
+    parser.add_argument("--steer-only", action="store_true", help="rerun only the SmolLM2 steering part")
     args = parser.parse_args(argv)
     if args.which in ("mamba", "both"):
         print(json.dumps(mamba_example(args.out), indent=1))
     if args.which in ("smollm2", "both"):
-        print(json.dumps(smollm2_example(args.out, n=args.n), indent=1))
+        print(json.dumps(smollm2_example(args.out, n=args.n, steer_only=args.steer_only), indent=1))
     return 0
 
 

@@ -2,16 +2,15 @@
 
 A rule is written as a short string (the CLI's ``--position``) and parsed into a frozen :class:`Position`:
 
-==================  ============================================================================================
-``"last"``          the last real token of each text, found from the attention mask (never a pad token)
-``"3"``, ``"-2"``   a token index among each text's real tokens (negative: from its last real token)
-``"token: Paris"``  the last token whose text is exactly ``" Paris"`` (everything after ``token:``, spaces kept)
-``"regex:PAT"``     the last token overlapping the first match of ``PAT`` in the text (group 1 if it has groups)
-``"mean"``          the mean over every real token (a prepended BOS left out: its activations are outliers)
-``"mean:A:B"``      the mean over real tokens ``A..B-1`` (Python slice bounds, negatives from the end)
-``"mean:regex:PAT"`` the mean over the tokens overlapping the first match of ``PAT``
-``"all"``           every real token but a prepended BOS is a row (each carries its text's label)
-==================  ============================================================================================
+- ``"last"``: the last real token of each text, found from the attention mask (never a pad token);
+- ``"3"``, ``"-2"``: a token index among each text's real tokens (negative: from its last real token; a prepended
+  BOS is position 0);
+- ``"token: Paris"``: the last token whose text is exactly ``" Paris"`` (everything after ``token:``, spaces kept);
+- ``"regex:PAT"``: the last token overlapping the first match of ``PAT`` in the text (group 1 if it has groups);
+- ``"mean"``: the mean over every real token (a prepended BOS left out: its activations are outliers);
+- ``"mean:A:B"``: the mean over real tokens ``A..B-1`` (Python slice bounds, negatives from the end);
+- ``"mean:regex:PAT"``: the mean over the tokens overlapping the first match of ``PAT``;
+- ``"all"``: every real token but a prepended BOS is a row (each carries its text's label).
 
 :func:`resolve` turns a rule into, per text, the positions it reads, and raises naming every text where the rule
 finds nothing.
@@ -182,7 +181,9 @@ def _offsets(model, tokens: Tensor, real: Tensor, texts: list[str] | None, bos: 
     """Character offsets ``(start, end)`` of each real token in its text (a prepended BOS gets ``(0, 0)``)."""
     if texts is None:
         raise ValueError("a regex position needs the texts (pass strings, not token ids)")
-    tok = model._need_tokenizer()
+    tok = model.tokenizer
+    if tok is None:
+        raise ValueError("a regex position needs the model's tokenizer (this model has none)")
     out = []
     for i, text in enumerate(texts):
         enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)

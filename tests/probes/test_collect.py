@@ -118,3 +118,18 @@ def test_bad_input(llama):
         collect_activations(llama, "one text", "blocks.0.hook_resid_post", progress=False)
     with pytest.raises(ValueError, match="per-position site"):
         collect_activations(llama, TEXTS, "blocks.0.attn.hook_pattern", progress=False)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_token_ids_with_a_mask_never_read_padding(llama, side):
+    texts = ["hello world", "ab", "xyz xyz"]
+    tokens, mask = llama.to_tokens(texts, padding_side=side, return_attention_mask=True)
+    site = "blocks.1.hook_resid_post"
+    for rule in ("last", "mean", "0"):
+        acts = collect_activations(llama, tokens, site, rule, attention_mask=mask, batch_size=2, progress=False)
+        for i, text in enumerate(texts):
+            alone = _alone(llama, text, site)
+            ref = {"last": alone[-1], "mean": alone.mean(0), "0": alone[0]}[rule]  # ids: no position is a BOS
+            torch.testing.assert_close(acts[site][i], ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="attention_mask must be"):
+        collect_activations(llama, tokens, site, attention_mask=mask[:, :2], progress=False)

@@ -75,7 +75,7 @@ def test_steering_curve_and_directions(llama):
     curve = steering_curve(llama, ["ab", "hello", "q"], last, direction, [-20.0, 0.0, 20.0, 60.0], metric)
     assert curve.values.shape == (4, 3) and curve.site_norm > 0
     assert (curve.mean.diff() > 0).all()                           # more "z" the more we add
-    plain = llama(llama.to_tokens("hello"))[0, -1].softmax(-1)[z]
+    plain = llama(llama.to_tokens("hello"))[0, -1].softmax(-1)[z].detach()
     assert float(curve.values[1, 1]) == pytest.approx(float(plain), rel=1e-5)
     assert "coefficient" in curve.plot().to_json() and curve.to_dict()["metric"].startswith("P(")
     # directions: probes (towards a class), SAE decoder rows, raw vectors

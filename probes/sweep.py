@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -209,6 +210,10 @@ def sweep_activations(acts: Activations, labels: Sequence, folds: int = 5, *, fa
             scores[name] = score[i]
             if keep_probes:
                 fitted[name] = _probe(family, fit, i, folds, classes, C, alpha, mean, scale, name, acts)
+    if conv < total:
+        warnings.warn(f"{total - conv} of {total} cross-validation fits did not reach tol={tol} within "
+                      f"max_iter={max_iter} iterations (SweepResult.converged = {conv / total:.3f}); raise max_iter "
+                      "or lower C", RuntimeWarning, stacklevel=2)
     order = list(acts.sites)
     S = torch.stack([scores[s] for s in order])                               # [S, F, L]
     hyper = {"C": C} if family == "logistic" else {"alpha": alpha} if family == "ridge" else {}

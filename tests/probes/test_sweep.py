@@ -111,3 +111,10 @@ def test_bad_input(tiny_dir):
         layer_sweep(model, ["ab", "cd", "ef"], [0, 1, 0], sites="blocks.*.hook_resid_psot", progress=False)
     with pytest.raises(ValueError, match="finds no token in 2 text"):
         layer_sweep(model, ["ab", "cd", "ef"], [0, 1, 0], position="regex:c", folds=2, progress=False)
+
+
+def test_unconverged_fits_are_reported():
+    X, y, types = _words(n=100, d=8, seed=4)
+    with pytest.warns(RuntimeWarning, match="did not reach tol"):
+        r = sweep_activations(_acts(X, types), y.tolist(), 3, C=100.0, max_iter=2, tol=1e-12)
+    assert r.converged < 1.0 and "converged" in r.to_json()

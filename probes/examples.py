@@ -82,7 +82,8 @@ def _sweep_summary(result) -> dict:
 
 
 def _sweep_svg(result, path: Path, title: str) -> None:
-    x = result._x()
+    x = [v if isinstance(v, int) else v.replace("blocks.", "").replace("mixer.", "").replace("hook_", "")
+         for v in result._x()]
     line_svg(x, {"accuracy": result.accuracy.tolist(), "control task": result.control.tolist(),
                  "selectivity": result.selectivity.tolist(), "shuffled labels": result.shuffled.tolist(),
                  "majority": [result.majority] * len(x)}, path, title=title,

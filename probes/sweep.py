@@ -177,6 +177,7 @@ def sweep_activations(acts: Activations, labels: Sequence, folds: int = 5, *, fa
     ``mass_mean``. ``folds``: cross-validation folds (stratified by class). ``control_types``: one word type per
     text for the control task (default: the token(s) read). ``shuffles``: shuffled-label fits. ``normalize``:
     standardise each feature with its mean and standard deviation over all rows (label-free) before fitting.
+    The fit works on a float64 copy of each group of equal-width sites (twice the float32 rows' memory).
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}; got {family!r}")

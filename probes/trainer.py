@@ -59,7 +59,7 @@ def decision_batched(X: Tensor, fit: BatchedFit) -> Tensor:
     """Decision values ``[site, row, F, L, k]`` of every fitted probe on every row of ``X [site, row, d]``."""
     S, n, d = X.shape
     _, F, L, _, k = fit.W.shape
-    W = fit.W.to(fit.W.dtype).permute(0, 3, 1, 2, 4).reshape(S, d, F * L * k)
+    W = fit.W.permute(0, 3, 1, 2, 4).reshape(S, d, F * L * k)
     out = torch.bmm(X.to(fit.W.dtype), W).view(S, n, F, L, k)
     return out + fit.b[:, None]
 
@@ -78,6 +78,8 @@ def fit_batched(X: Tensor, Y: Tensor, train: Tensor, family: str, *, n_classes: 
     if X.ndim != 3 or Y.ndim != 2 or train.ndim != 2 or Y.shape[1] != X.shape[1] or train.shape[1] != X.shape[1]:
         raise ValueError(f"expected X [S, n, d], Y [L, n], train [F, n]; got {tuple(X.shape)}, {tuple(Y.shape)}, "
                          f"{tuple(train.shape)}")
+    if not X.is_floating_point() or not bool(torch.isfinite(X).all()):
+        raise ValueError("X must hold finite floating-point features (found nan/inf or an integer dtype)")
     train = train.bool()
     if bool((train.sum(1) < 2).any()):
         raise ValueError("every training mask needs at least 2 rows")
@@ -103,7 +105,7 @@ def fit_batched(X: Tensor, Y: Tensor, train: Tensor, family: str, *, n_classes: 
         else:
             W, b, conv, it = _logistic(Z, Y.long(), train, _classes(Y, n_classes), float(C), max_iter, tol, history)
         if Q is not None:
-            S_, F, L, _, k = W.shape
+            _, F, L, _, k = W.shape
             W = torch.bmm(Q, W.permute(0, 3, 1, 2, 4).reshape(S, n, F * L * k)).view(S, d, F, L, k)
             W = W.permute(0, 2, 3, 1, 4)
     b = b - torch.einsum("sd,sfldk->sflk", mu[:, 0], W)

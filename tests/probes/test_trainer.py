@@ -149,5 +149,8 @@ def test_bad_input():
                     C=float("inf"))
     with pytest.raises(ValueError, match="alpha must be a positive finite"):
         fit_batched(X, torch.randn(1, 10), torch.ones(1, 10, dtype=torch.bool), "ridge", alpha=0.0)
+    with pytest.raises(ValueError, match="finite floating-point"):
+        fit_batched(X.masked_fill(X > 1, float("nan")), torch.randn(1, 10), torch.ones(1, 10, dtype=torch.bool),
+                    "ridge")
     with pytest.raises(ValueError, match="expected X"):
         fit_batched(X, torch.zeros(1, 9, dtype=torch.long), torch.ones(1, 10, dtype=torch.bool), "logistic")

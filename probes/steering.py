@@ -59,6 +59,8 @@ def steering_hook(direction: Tensor, coeff: float = 1.0, *, mode: str = "add", p
     (``project`` always uses the unit vector). ``positions``: None (every position) or indices along ``pos``."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    if isinstance(coeff, Tensor) and coeff.numel() == 1:
+        coeff = float(coeff)
     if not isinstance(coeff, (int, float)) or isinstance(coeff, bool) or coeff != coeff:
         raise ValueError(f"coeff must be a number; got {coeff!r}")
     vec = direction.detach().float()

@@ -30,9 +30,8 @@ def probe_activations(model, site: str, tokens: Tensor, *, position: int | str =
     """Activations at ``site`` for ``tokens [n, pos]`` as ``[n, d]``: at ``position`` (an index, default the last
     token) or averaged over positions (``position="mean"``). The forward pass stops after the site's layer.
     (:func:`~interp.probes.collect_activations` reads many sites at once and knows padded texts.)"""
-    from interp.probes.collect import collect_activations
-
     from interp.checks import check_int, is_index
+    from interp.probes.collect import collect_activations
 
     tokens = model.check_tokens(tokens, arg="tokens")
     check_int(batch_size, "batch_size", lo=1)

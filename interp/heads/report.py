@@ -143,7 +143,8 @@ class HeadReport(Result):
             **color_range(data.nan_to_num(0)),
             hovertemplate=f"layer %{{y}} {self.head_axis} %{{x}}<br>score=%{{z:.3f}}<extra></extra>"))
         fig.update_layout(title=title or kind, xaxis_title=self.head_axis, yaxis_title="layer",
-                          yaxis_autorange="reversed", width=min(900, 260 + 40 * self.n_heads),
+                          yaxis_autorange="reversed", xaxis_dtick=1, yaxis_dtick=1 if self.n_layers <= 32 else None,
+                          width=min(900, 260 + 40 * self.n_heads),
                           height=min(900, 200 + 22 * self.n_layers))
         return fig
 

@@ -31,7 +31,7 @@ __all__ = ["TrialResult", "score", "run_trials", "rouge1_recall", "copy_paste", 
 
 DEFAULT_LENGTHS = (256, 512, 1024, 2048)
 DEFAULT_DEPTHS = (0.25, 0.75)
-_PATTERN_ELEMENTS = 2**23  # batch * T^2 per eager pattern pass (a 2048-token row is ~4.2M)
+_PATTERN_ELEMENTS = 2**24  # batch * T^2 per eager pattern pass (a 2048-token row is ~4.2M)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 For each kind, :func:`validate_many` evaluates the task metric with no ablation, with the top-k heads ablated, and with
 ``draws`` sets of k heads drawn at random from the other heads (outside the top-k of every kind validated on the same
-task, which share these draws; all heads when fewer than k others exist), all in batched forward passes
+task, which share these draws, when at least 2k such heads exist; else per kind, and from all heads when fewer than 2k
+heads lie outside its own top-k), all in batched forward passes
 (:func:`run_conditions`: each condition is a slice of one batch with its own head mask).
 The *effect* of an ablation is the change of the metric in the harmful direction (loss up, accuracy down).
 
@@ -86,9 +87,10 @@ class Validation:
 
     @property
     def ratio(self) -> float | None:
-        """Top-k effect / mean random effect (None when random heads did no harm on average)."""
+        """Top-k effect / mean random effect (None when random heads did no harm on average: a mean effect below a
+        tenth of ``min_effect``)."""
         m = self.random_mean
-        return self.effect / m if self.reason is None and m > 0 else None
+        return self.effect / m if self.reason is None and m > 0.1 * self.min_effect else None
 
     @property
     def causal(self) -> bool:
@@ -136,12 +138,12 @@ def unavailable(kind: str, metric: str, reason: str) -> Validation:
 
 def random_head_sets(n_layers: int, n_heads: int, top: Sequence[tuple[int, int]], draws: int,
                      seed: int, k: int | None = None) -> list[tuple[tuple[int, int], ...]]:
-    """``draws`` sets of ``k`` (default ``len(top)``) distinct heads, from the heads outside ``top`` (from all heads
-    when there are fewer than ``k`` others), drawn with ``seed``."""
+    """``draws`` sets of ``k`` (default ``len(top)``) distinct heads, from the heads outside ``top``, drawn with
+    ``seed``; from all heads when fewer than ``2 k`` others exist (so that the draws can differ)."""
     k = len(top) if k is None else k
     everyone = [(layer, h) for layer in range(n_layers) for h in range(n_heads)]
     others = [x for x in everyone if x not in set(top)]
-    pool = others if len(others) >= k else everyone
+    pool = others if len(others) >= 2 * k else everyone
     g = generator(seed)
     return [tuple(sorted(pool[i] for i in torch.randperm(len(pool), generator=g)[:k].tolist())) for _ in range(draws)]
 
@@ -196,9 +198,10 @@ def validate_many(model, tops: dict[str, Sequence[tuple[int, int]]], batches, *,
                   headline: str, how: str, draws: int, seed: int, log: PassLog | None = None,
                   min_effect: float | None = None) -> dict[str, Validation]:
     """Validate several kinds that share a task: one clean condition, ``draws`` random k-head sets (drawn from the
-    heads outside every kind's top-k, and shared by the kinds: one baseline for one task), and each kind's top-k,
-    all evaluated on ``batches`` (a list of ``(tokens, rows, targets, valid)``; see :func:`run_conditions`) and
-    compared (module docstring).
+    heads outside every kind's top-k, and shared by the kinds: one baseline for one task; when fewer than 2k heads
+    lie outside them, as in tiny models, each kind gets its own draws instead), and each kind's top-k, all evaluated
+    on ``batches`` (a list of ``(tokens, rows, targets, valid)``; see :func:`run_conditions`) and compared (module
+    docstring).
 
     ``headline``: ``"loss"`` (mean next-token loss, harm = increase) or ``"accuracy"`` (harm = decrease); the other
     is kept in ``extra``. ``min_effect`` defaults to 0.01 nats for a loss and one target for an accuracy.
@@ -209,10 +212,23 @@ def validate_many(model, tops: dict[str, Sequence[tuple[int, int]]], batches, *,
     sizes = {len(top) for top in tops.values()}
     if len(sizes) != 1:
         raise ValueError(f"kinds validated together need top sets of one size; got {sorted(sizes)}")
+    k = sizes.pop()
     union = tuple(dict.fromkeys(h for top in tops.values() for h in top))
-    randoms = random_head_sets(model.n_layers, model.n_heads, union, draws, seed, k=sizes.pop())
-    sets: list[tuple[tuple[int, int], ...]] = [(), *randoms, *tops.values()]
-    where = {kind: (1 + draws + i, top) for i, (kind, top) in enumerate(tops.items())}
+    sets: list[tuple[tuple[int, int], ...]] = [()]
+    where = {}
+    if model.n_layers * model.n_heads - len(union) >= 2 * k:  # one shared baseline, outside every kind's top-k
+        shared = random_head_sets(model.n_layers, model.n_heads, union, draws, seed, k=k)
+        sets += shared
+        for kind in tops:
+            where[kind] = (list(range(1, 1 + draws)), shared)
+    else:  # too few heads outside the union for varied draws (tiny models): a baseline per kind
+        for i, (kind, top) in enumerate(tops.items()):
+            own = random_head_sets(model.n_layers, model.n_heads, top, draws, seed + i)
+            where[kind] = (list(range(len(sets), len(sets) + draws)), own)
+            sets += own
+    for kind, top in tops.items():
+        where[kind] = (len(sets), top, *where[kind])
+        sets.append(top)
     loss = torch.zeros(len(sets), dtype=torch.float64)
     correct = torch.zeros(len(sets), dtype=torch.float64)
     count = 0
@@ -228,13 +244,12 @@ def validate_many(model, tops: dict[str, Sequence[tuple[int, int]]], batches, *,
     main, other, other_name = (loss_l, acc_l, "accuracy") if headline == "loss" else (acc_l, loss_l, "loss")
     floor = min_effect if min_effect is not None else (0.01 if headline == "loss" else 1.0 / count)
     out = {}
-    sl = slice(1, 1 + draws)
-    for kind, (i, top) in where.items():
+    for kind, (i, top, idx, randoms) in where.items():
         out[kind] = Validation(
             kind=kind, metric=metrics[kind], harm="increase" if headline == "loss" else "decrease", how=how,
-            heads=top, clean=main[0], ablated=main[i], random=tuple(main[sl]), random_heads=tuple(randoms),
-            min_effect=floor,
-            extra={other_name: {"clean": other[0], "top_ablated": other[i], "random_ablated": other[sl]},
+            heads=top, clean=main[0], ablated=main[i], random=tuple(main[j] for j in idx),
+            random_heads=tuple(randoms), min_effect=floor,
+            extra={other_name: {"clean": other[0], "top_ablated": other[i], "random_ablated": [other[j] for j in idx]},
                    "targets": count, "uniform_loss": math.log(model.d_vocab)},
         )
     return out

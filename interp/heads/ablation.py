@@ -15,8 +15,8 @@ What "a head's output" is, per capability:
   its group.
 
 ``how="zero"`` sets the output to 0 (Wu et al. 2024 mask retrieval heads this way); ``how="mean"`` replaces it by
-its mean over every row and position of the same forward pass (mean ablation: the head still adds its average
-contribution, so the model stays closer to its training distribution).
+its mean over every row and position of the same forward pass (mean ablation, as in Wang et al. 2022's IOI circuit:
+the head still adds its average contribution, so the model stays closer to its training distribution).
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
 """Causal validation: does ablating a kind's top-k heads hurt that kind's own task more than ablating k random heads?
 
+The comparison Wu et al. 2024 make for retrieval heads (masking the top heads breaks needle retrieval, masking as
+many random heads does not), applied to every kind with its own task: repeated-half loss for induction (Olsson et al.
+2022), needle reproduction for retrieval, next-item accuracy for successor heads (Gould et al. 2023), next-token loss
+where the kind's attention targets matter for the others.
+
 For each kind, :func:`validate_many` evaluates the task metric with no ablation, with the top-k heads ablated, and with
 ``draws`` sets of k heads drawn at random from the other heads (outside the top-k of every kind validated on the same
 task, which share these draws, when at least 2k such heads exist; else per kind, and from all heads when fewer than 2k

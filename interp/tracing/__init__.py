@@ -10,7 +10,8 @@ from interp.tracing.flow import EDGES, FlowResult, information_flow
 from interp.tracing.knockout import edge_mask, knockout, knockout_hooks
 from interp.tracing.result import TraceResult
 from interp.tracing.subject import subject_span
+from interp.tracing.summary import AverageTrace, average_trace, token_categories
 from interp.tracing.trace import causal_trace
 
 __all__ = ["causal_trace", "TraceResult", "knockout", "knockout_hooks", "edge_mask", "information_flow",
-           "FlowResult", "EDGES", "subject_span"]
+           "FlowResult", "EDGES", "subject_span", "average_trace", "AverageTrace", "token_categories"]

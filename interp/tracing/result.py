@@ -49,6 +49,8 @@ class TraceResult(Result):
     """Mean restored P(target) ``[layer, unit]``."""
     units: list[list[int]]
     """Token positions restored together, per column of ``scores``."""
+    layers: list[int]
+    """Layer of each row of ``scores``."""
 
     title = "Causal trace"
 
@@ -83,8 +85,8 @@ class TraceResult(Result):
     def peak(self, position: int) -> tuple[int, float]:
         """``(layer, indirect effect)`` of the strongest restoration of ``position``'s unit."""
         column = self.indirect_effect[:, self.unit_of(position)]
-        layer = int(column.argmax())
-        return layer, float(column[layer])
+        row = int(column.argmax())
+        return self.layers[row], float(column[row])
 
     def summary(self) -> dict[str, Any]:
         """Headline numbers: total effect; peak indirect effect at the last subject token (or the span) and at the
@@ -101,7 +103,8 @@ class TraceResult(Result):
                 "window": self.window, "sever": self.sever, "samples": self.samples, "noise": self.noise,
                 "noise_std": self.noise_std, "seed": self.seed, "p_clean": self.p_clean, "p_corrupt": self.p_corrupt,
                 "total_effect": self.total_effect, "scores": self.scores, "indirect_effect": self.indirect_effect,
-                "units": self.units, "unit_labels": self.unit_labels(), "summary": self.summary()}
+                "units": self.units, "unit_labels": self.unit_labels(), "layers": self.layers,
+                "summary": self.summary()}
 
     def plot(self):
         """ROME's heatmap: tokens down (subject starred), layers across, colour = indirect effect (negative values
@@ -115,7 +118,7 @@ class TraceResult(Result):
             self.site, f"center of {self.window} restored {self.site} layers")
         sev = f", {self.sever} severed" if self.sever else ""
         fig = go.Figure(go.Heatmap(
-            z=ie.numpy(), x=list(range(ie.shape[1])), y=self.unit_labels(), zmin=0, zmax=top,
+            z=ie.numpy(), x=self.layers, y=self.unit_labels(), zmin=0, zmax=top,
             colorscale=_COLORS.get(self.site, "Purples"), colorbar_title=f"IE on p({self.target.strip()})",
             customdata=self.scores.T.numpy(),
             hovertemplate="%{y} layer %{x}<br>IE=%{z:.4f}<br>P restored=%{customdata:.4f}<extra></extra>"))

@@ -26,6 +26,8 @@ corrupted states are identical, so their effect is exactly 0).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -82,8 +84,8 @@ def _check_int(value, arg: str, low: int) -> int:
 
 def causal_trace(model, prompt, subject, target=None, *, samples: int = 10, noise: float = 3.0, site: str = "resid",
                  window: int = 10, restore: str = "token", sever: str | None = None, seed: int = 0,
-                 batch_size: int | None = None, memory_budget: int | None = None,
-                 progress: bool = True) -> TraceResult:
+                 layers: Sequence[int] | None = None, batch_size: int | None = None,
+                 memory_budget: int | None = None, progress: bool = True) -> TraceResult:
     """Causal trace of ``prompt`` (see the module docstring for the protocol) -> :class:`TraceResult` with the
     restored probability per (layer, token or span), the indirect and total effects, and a ROME-style heatmap.
 
@@ -92,9 +94,11 @@ def causal_trace(model, prompt, subject, target=None, *, samples: int = 10, nois
     ``noise``: multiple of ``std(W_E)``. ``site``: ``"resid"``, ``"mlp"``, ``"attn"``, or a Mamba component
     (``"conv"``, ``"ssm"``, ``"gate"``, ``"out"``, ...); ``window`` applies to the non-residual sites.
     ``sever`` (with ``site="resid"``): freeze that sublayer at its corrupted value after the restored layer.
+    ``layers``: trace only these layers (rows of the result; default all).
     """
     tokens = prompt_tokens(model, prompt)
     T, L = tokens.shape[1], model.n_layers
+    layers = model.check_layers(layers)
     span = subject_span(model, tokens, subject)
     samples, window = _check_int(samples, "samples", 1), _check_int(window, "window", 1)
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise <= 0:
@@ -121,19 +125,19 @@ def causal_trace(model, prompt, subject, target=None, *, samples: int = 10, nois
         return out
 
     names, variants, cells = set(), [], []
-    for layer in range(L):
+    for li, layer in enumerate(layers):
         for u, positions in enumerate(units):
             patches = _patches(model, layer, positions, role, sever_role, window)
             names.update(p.site for p in patches if p.source == "clean")
             variants.append(Variant(patches, min(positions)))
-            cells.append((layer, u))
+            cells.append((li, u))
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=sorted(names))
     metric = target_prob(target_id)
     values, corrupt = run_variants(model, tokens.repeat(samples, 1), variants, metric, dict(cache.items()),
                                    corrupt_hooks=[("hook_embed", add_noise)], batch_size=batch_size,
                                    memory_budget=memory_budget, progress=progress, desc=f"tracing {site}")
-    scores = torch.empty(L, len(units))
+    scores = torch.empty(len(layers), len(units))
     for (layer, u), value in zip(cells, values.tolist()):
         scores[layer, u] = value
     strs = [str(s) for s in model.to_str_tokens(tokens[0])] if model.tokenizer is not None else \
@@ -143,7 +147,7 @@ def causal_trace(model, prompt, subject, target=None, *, samples: int = 10, nois
         prompt=prompt if isinstance(prompt, str) else "".join(strs), str_tokens=strs, subject_span=span,
         target=target_str, target_id=target_id, site=site, restore=restore, window=window if role else 1,
         sever=sever, samples=samples, noise=float(noise), noise_std=std, seed=seed, p_clean=float(probs[target_id]),
-        p_corrupt=float(corrupt.mean()), scores=scores, units=[list(u) for u in units])
+        p_corrupt=float(corrupt.mean()), scores=scores, units=[list(u) for u in units], layers=layers)
 
 
 def _patches(model, layer: int, positions: tuple[int, ...], role: str | None, sever_role: str | None,

@@ -99,3 +99,23 @@ def test_result_report(traced, tmp_path):
     assert "<script" in page and "<script src" not in page and "Causal trace" in page and "Plotly" in page
     fig = result.plot()
     assert fig.data[0].z.shape == (len(result.units), 2)
+
+
+def test_average_trace_by_token_category(traced):
+    model = traced("llama")
+    a = tracing.causal_trace(model, PROMPT, "Eiffel Tower", samples=2, progress=False)
+    b = tracing.causal_trace(model, "Big Ben is in London", "Big Ben", samples=2, progress=False)
+    cats = tracing.token_categories(a)
+    assert cats[:5] == [None] * 5 and cats[5] == "first subject token" and cats[16] == "last subject token"
+    assert cats[17] == "first subsequent token" and cats[-1] == "last token" and cats[10] == "middle subject tokens"
+    avg = tracing.average_trace([a, b])
+    last = avg.categories.index("last token")
+    torch.testing.assert_close(avg.effect[last], (a.indirect_effect[:, -1] + b.indirect_effect[:, -1]) / 2)
+    mid = avg.categories.index("middle subject tokens")
+    torch.testing.assert_close(avg.effect[mid], (a.indirect_effect[:, 6:16].mean(1) + b.indirect_effect[:, 2:7].mean(1))
+                               / 2)
+    assert avg.mean_total_effect == pytest.approx((a.total_effect + b.total_effect) / 2)
+    span = tracing.causal_trace(model, PROMPT, "Eiffel Tower", samples=2, restore="span", progress=False)
+    with pytest.raises(ValueError, match="share site, restore mode"):
+        tracing.average_trace([a, span])
+    assert "subject span" in tracing.average_trace([span]).categories

@@ -97,7 +97,7 @@ def causal_trace(model, prompt, subject, target=None, *, samples: int = 10, nois
     ``layers``: trace only these layers (rows of the result; default all).
     """
     tokens = prompt_tokens(model, prompt)
-    T, L = tokens.shape[1], model.n_layers
+    T = tokens.shape[1]
     layers = model.check_layers(layers)
     span = subject_span(model, tokens, subject)
     samples, window = _check_int(samples, "samples", 1), _check_int(window, "window", 1)

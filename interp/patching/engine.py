@@ -120,18 +120,17 @@ class _Plan:
         self.model, self.n, self.T, self.metric = model, n, T, metric
         self.logits, self.resid, self.prefix, self.sources = logits, resid, prefix, sources
         self.selected = isinstance(metric, Metric)
-        self.logit_pos = sorted({p % T for p in metric.positions}) if self.selected else None
-        if self.selected and not self._head_matches():
-            self.selected, self.logit_pos = False, None  # the model's head is not ln_final @ W_U + b_U: full logits
+        self.logit_pos = [p % T for p in metric.positions] if self.selected else list(range(T))
+        self.own_head = prefix is not None and not self._head_matches()
 
     # ------------------------------------------------------------------ planning
     def _head_matches(self) -> bool:
-        """Whether ``apply_ln_final(resid) @ W_U + b_U`` gives this model's logits (checked on the corrupted run)."""
-        pos = self.logit_pos
+        """Whether ``apply_ln_final(resid) @ W_U + b_U`` gives this model's logits (checked on the corrupted run);
+        if not, the fast path runs the model's own head on every suffix position."""
+        pos = sorted(set(self.logit_pos))
         with torch.no_grad():
             ours = self._unembed(self.resid[-1][:, pos])  # resid[-1]: the last block's hook_resid_post
-        ref = self.logits[:, pos]
-        return bool(torch.allclose(ours, ref, atol=1e-4, rtol=1e-4))
+        return bool(torch.allclose(ours, self.logits[:, pos], atol=1e-4, rtol=1e-4))
 
     def _unembed(self, resid: Tensor) -> Tensor:
         m = self.model
@@ -178,7 +177,8 @@ class _Plan:
             _, cache = m.run_with_cache(self.resid[0][:1], names_filter=names, start_at_layer=0,
                                         stop_at_layer=1)
         block = sum(t.numel() * t.element_size() for t in cache.values())
-        n_logits = len(self.logit_pos) if self.selected and self.prefix is not None else self.T
+        n_logits = len(set(self.logit_pos)) if self.selected and self.prefix is not None and not self.own_head \
+            else self.T
         return 2 * block + 3 * n_logits * m.d_vocab * 4
 
     # ------------------------------------------------------------------ running
@@ -199,20 +199,21 @@ class _Plan:
         return out
 
     def _metric_inputs(self, final: Tensor, offset: int) -> Tensor:
-        """What the metric reads, for all rows: the logits at its positions (a :class:`Metric`) or all logits, from
-        the final residual of positions ``offset..`` (fast path) or the logits (fallback)."""
+        """What the metric reads, for all rows at once (one unembedding matmul): the logits at a
+        :class:`Metric`'s positions, or all logits. ``final``: logits of every position (fallback), or of positions
+        ``offset..`` (fast path with the model's own head), or the final residual of positions ``offset..``."""
         if self.prefix is None:
             return final[:, self.logit_pos] if self.selected else final
-        R = final.shape[0]
-        if self.selected:
-            before = [p for p in self.logit_pos if p < offset]
-            after = [p - offset for p in self.logit_pos if p >= offset]
-            parts = [self.logits[:, before].repeat(R // self.n, 1, 1)] if before else []
-            if after:
-                parts.append(self._unembed(final[:, after]))
-            return torch.cat(parts, dim=1)
-        logits = self._unembed(final)
-        return torch.cat([self.logits[:, :offset].repeat(R // self.n, 1, 1), logits], dim=1) if offset else logits
+        reps = final.shape[0] // self.n
+        after = sorted({p for p in self.logit_pos if p >= offset})
+        if self.own_head:
+            computed = final[:, [p - offset for p in after]]
+        else:
+            computed = self._unembed(final[:, [p - offset for p in after]]) if after else None
+        column = {p: i for i, p in enumerate(after)}
+        parts = [computed[:, column[p]] if p >= offset else self.logits[:, p].repeat(reps, 1)
+                 for p in self.logit_pos]
+        return torch.stack(parts, dim=1)
 
     def _hooks(self, variants: list[Variant], offset: int, current: dict) -> list[tuple[str, Callable]]:
         """One hook per patched site, writing each variant's patches into that variant's rows (block of ``n``)."""
@@ -245,7 +246,9 @@ class _Plan:
                     new = self.resid[layer][:, p:].repeat(joining, 1, 1)
                     h = new if h is None else torch.cat([h, new])
                 current["layer"] = layer
-                h = m.run_suffix(h, layer, p, self.prefix, rows=prefix_rows[:h.shape[0]], stop_at_layer=layer + 1)
+                last = layer == m.n_layers - 1 and self.own_head  # then the model's head gives the logits
+                h = m.run_suffix(h, layer, p, self.prefix, rows=prefix_rows[:h.shape[0]],
+                                 stop_at_layer=None if last else layer + 1)
         return h
 
     def _full(self, variants: list[Variant]) -> Tensor:

@@ -107,3 +107,31 @@ def test_text_metrics_bind_to_the_model(tiny):
     assert out.shape == (2, 6)
     prob = patching.target_prob(a, pos=1)
     torch.testing.assert_close(prob(logits), logits[:, 1].softmax(-1)[:, a])
+
+
+def test_metric_positions_in_their_order_and_a_head_that_is_not_w_u(tiny, prompt_pair, plain_patching, monkeypatch):
+    """A Metric reading several positions gets them in its own order; a model whose logits are not
+    apply_ln_final @ W_U + b_U makes the engine run the model's own head (checked once on the corrupted run)."""
+    from interp.patching.metrics import Metric
+
+    class TwoPositions(Metric):
+        positions = (6, 2)
+        name = "two"
+
+        def at_positions(self, logits):
+            return logits[:, 0, 5] - 2 * logits[:, 1, 9]
+
+    model = tiny("llama")
+    clean, corrupt = prompt_pair()
+    metric = TwoPositions()
+    ref = plain_patching(model, clean, corrupt, metric, "resid_pre", ("layer", "pos"), [0, 1], list(range(8)), [])
+    torch.testing.assert_close(patching.patch_residual(model, clean, corrupt, metric, progress=False), ref,
+                               atol=1e-4, rtol=0)
+    monkeypatch.setattr(model, "apply_ln_final", lambda x: 2 * x)  # what the engine would unembed with
+    torch.testing.assert_close(patching.patch_residual(model, clean, corrupt, metric, progress=False), ref,
+                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(patching.patch_residual(model, clean, corrupt, lambda lg: lg[:, -1, 3] - lg[:, 1, 4],
+                                                       progress=False),
+                               plain_patching(model, clean, corrupt, lambda lg: lg[:, -1, 3] - lg[:, 1, 4],
+                                              "resid_pre", ("layer", "pos"), [0, 1], list(range(8)), []),
+                               atol=1e-4, rtol=0)

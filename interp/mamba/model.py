@@ -97,9 +97,16 @@ class MambaBlock(nn.Module):
         self.mixer = Mamba1Mixer(spec) if spec.arch == "mamba" else Mamba2Mixer(spec)
 
     def forward(self, resid: Tensor, registry: HookRegistry, mask: Tensor | None = None) -> Tensor:
+        return self._block(resid, registry, lambda u, sites: self.mixer(u, sites, mask))
+
+    def forward_suffix(self, resid: Tensor, registry: HookRegistry, conv_prefix: Tensor, h0: Tensor | None) -> Tensor:
+        """:meth:`forward` on positions ``p..``, continuing a recorded run (see ``Mamba*Mixer.forward_suffix``)."""
+        return self._block(resid, registry, lambda u, sites: self.mixer.forward_suffix(u, sites, conv_prefix, h0))
+
+    def _block(self, resid: Tensor, registry: HookRegistry, mix) -> Tensor:
         pre = f"blocks.{self.layer}."
         resid = registry.fire(pre + "hook_resid_pre", resid)
-        mixed = self.mixer(self.norm(resid.to(self.norm.weight.dtype)), MixerSites(registry, pre + "mixer."), mask)
+        mixed = mix(self.norm(resid.to(self.norm.weight.dtype)), MixerSites(registry, pre + "mixer."))
         mixed = registry.fire(pre + "hook_mixer_out", mixed)
         base = resid.float() if self.spec.residual_in_fp32 else resid
         return registry.fire(pre + "hook_resid_post", base + mixed)
@@ -113,6 +120,7 @@ class HookedMamba(HookedModel):
 
     has_ssm_state = True
     has_implicit_attention = True
+    has_prefix_reuse = True
 
     def __init__(self, spec: MambaSpec, tokenizer=None) -> None:
         super().__init__(tokenizer)
@@ -149,6 +157,27 @@ class HookedMamba(HookedModel):
         reg = self._registry
         for block in self.blocks[layer:]:
             resid = block(resid, reg, attention_mask)
+        hidden = reg.fire("ln_final.hook_normalized", self._final_norm(resid))
+        return self.unembed(hidden.to(self.unembed.weight.dtype)).float()
+
+    def _record_prefix(self, tokens: Tensor) -> list[dict[str, Tensor]]:
+        """Per layer: the conv inputs ``hook_x`` ``[b, T, conv channels]`` and every SSM state ``hook_ssm_state``."""
+        names = [n for layer in range(self.n_layers) for n in (f"blocks.{layer}.mixer.hook_x",
+                                                                 f"blocks.{layer}.mixer.hook_ssm_state")]
+        _, cache = self.run_with_cache(tokens, names_filter=names, return_type=None)
+        return [{"x": cache[f"blocks.{layer}.mixer.hook_x"], "states": cache[f"blocks.{layer}.mixer.hook_ssm_state"]}
+                for layer in range(self.n_layers)]
+
+    def _run_suffix(self, layer: int, pos: int, resid: Tensor, prefix, rows: Tensor) -> Tensor:
+        """Blocks ``layer..`` on positions ``pos..``: each mixer's conv continues after the recorded conv inputs of
+        the ``d_conv - 1`` positions before ``pos`` and its scan starts from the recorded state after ``pos - 1``."""
+        reg, k = self._registry, self.spec.d_conv
+        for block in self.blocks[layer:]:
+            rec = prefix.data[block.layer]
+            x = rec["x"][:, max(0, pos - k + 1):pos][rows]
+            conv_prefix = torch.cat([x.new_zeros(x.shape[0], k - 1 - x.shape[1], x.shape[2]), x], dim=1)
+            h0 = rec["states"][:, pos - 1][rows] if pos > 0 else None
+            resid = block.forward_suffix(resid, reg, conv_prefix, h0)
         hidden = reg.fire("ln_final.hook_normalized", self._final_norm(resid))
         return self.unembed(hidden.to(self.unembed.weight.dtype)).float()
 

@@ -64,6 +64,8 @@ class HookedModel(TokensMixin, nn.Module):
     has_ssm_state: bool = False
     has_implicit_attention: bool = False
     has_ssm_heads: bool = False
+    has_prefix_reuse: bool = False
+    """``record_prefix`` / ``run_suffix`` work: a run can continue from any (layer, position) of a recorded one."""
 
     def __init__(self, tokenizer: Any = None) -> None:
         super().__init__()
@@ -100,6 +102,12 @@ class HookedModel(TokensMixin, nn.Module):
 
     def _apply_part(self, which: str, layer: int | None, x: Tensor) -> Tensor:
         raise CapabilityError(f"this {self.arch} model has no {which}")
+
+    def _record_prefix(self, tokens: Tensor) -> Any:
+        raise CapabilityError(f"this {self.arch} model cannot record a prefix")
+
+    def _run_suffix(self, layer: int, pos: int, resid: Tensor, prefix: Any, rows: Tensor) -> Tensor:
+        raise CapabilityError(f"this {self.arch} model cannot run a suffix")
 
     # ------------------------------------------------------------------ sites
     def site_names(self) -> list[str]:
@@ -469,6 +477,31 @@ class HookedModel(TokensMixin, nn.Module):
         names = [self.components(layer)["pattern"] for layer in layers]
         _, cache = self.run_with_cache(tokens, names_filter=names, attention_mask=attention_mask)
         return torch.stack([cache[n] for n in names])
+
+    def record_prefix(self, tokens):
+        """Run ``tokens`` ``[batch, pos]`` once (under any active hooks) and keep, for every layer and position, what
+        :meth:`run_suffix` needs to continue this run from there: the keys and values (transformers) or the conv
+        inputs and SSM states (Mamba). Returns a :class:`~interp.models.prefix.Prefix`. Models without this
+        (``has_prefix_reuse`` False) raise ``CapabilityError``."""
+        from interp.models.prefix import record_prefix
+
+        return record_prefix(self, tokens)
+
+    def run_suffix(self, resid: Tensor, start_at_layer: int, start_pos: int, prefix, *, rows=None,
+                   stop_at_layer: int | None = None) -> Tensor:
+        """Blocks ``start_at_layer..`` on positions ``start_pos..start_pos + S - 1`` of the run ``prefix`` recorded,
+        reading what positions ``< start_pos`` contribute from ``prefix`` instead of recomputing them.
+
+        ``resid`` ``[B, S, d_model]``: the residual stream before block ``start_at_layer`` at those positions.
+        ``rows`` ``[B]``: the prefix row each resid row continues (default: the same row, or row 0 of a one-row
+        prefix). Returns logits ``[B, S, d_vocab]`` for those positions, or with ``stop_at_layer`` the residual
+        stream before that block (``n_layers``: the last ``hook_resid_post``). Equals the same positions of a full
+        run whose positions ``< start_pos`` are the recorded ones. Sites of blocks ``>= start_at_layer`` fire with
+        the suffix's positions only (``hook_pattern`` / ``hook_attn_scores``: ``[B, head, S, start_pos + S]``);
+        earlier sites are muted. No attention mask (the prefix is unpadded)."""
+        from interp.models.prefix import run_suffix
+
+        return run_suffix(self, resid, start_at_layer, start_pos, prefix, rows=rows, stop_at_layer=stop_at_layer)
 
     def generate(self, tokens, max_new_tokens: int = 10, **kwargs) -> Tensor:
         """Extend ``tokens`` by up to ``max_new_tokens``; see :func:`interp.models.generate.generate`."""

@@ -54,6 +54,7 @@ class HFTransformer(HookedModel):
 
     has_attention_heads = True
     has_mlp = True
+    has_prefix_reuse = True
 
     def __init__(self, hf_model: nn.Module, tokenizer=None) -> None:
         super().__init__(tokenizer)
@@ -155,6 +156,52 @@ class HFTransformer(HookedModel):
         out = self.hf_model(input_ids=tokens[:, done:], attention_mask=mask, position_ids=pos[:, done:],
                             cache=cache, use_cache=True)
         return out.logits[:, -1], (out.cache if hasattr(out, "cache") else out.past_key_values, tokens.shape[1])
+
+    def _record_prefix(self, tokens: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Keys and values ``[batch, kv_head, pos, d_head]`` (after rotary) of every layer, from transformers'
+        cache of one forward pass."""
+        self._check_length(tokens.shape[1])
+        out = self.hf_model(input_ids=tokens, use_cache=True)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _run_suffix(self, layer: int, pos: int, resid: Tensor, prefix, rows: Tensor) -> Tensor:
+        """Blocks ``layer..`` on ``resid`` at positions ``pos..``: transformers' key/value cache is filled with the
+        recorded keys and values of positions ``< pos`` (only for the blocks this call runs; layer 0 gets a
+        placeholder of the right length when it is not run, as the mask is sized from it), and position ids
+        continue from ``pos``."""
+        from transformers import DynamicCache
+
+        S = resid.shape[1]
+        self._check_length(pos + S)
+        cache = None
+        if pos > 0:
+            stop = self._registry.stop_site
+            end = layer_of(stop) if stop is not None and stop.endswith("hook_resid_pre") else self.n_layers
+            entries: list[tuple[Tensor | None, Tensor | None]] = []
+            for i, (k, v) in enumerate(prefix.data):
+                if layer <= i < end:
+                    entries.append((k[:, :, :pos][rows], v[:, :, :pos][rows]))
+                elif i == 0:  # never read: only its length is
+                    entries.append((k.new_zeros(()).expand(len(rows), k.shape[1], pos, k.shape[3]),) * 2)
+                else:
+                    entries.append((None, None))
+            cache = DynamicCache(ddp_cache_data=entries)
+        positions = torch.arange(pos, pos + S, device=resid.device)[None].expand(resid.shape[0], -1)
+        block = self._blocks[layer]
+
+        def inject(module, args, kwargs):
+            if args:
+                return (resid, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": resid}
+
+        handle = block.register_forward_pre_hook(inject, with_kwargs=True, prepend=True)
+        try:
+            with self._only_blocks_from(layer):
+                return self.hf_model(inputs_embeds=torch.zeros_like(resid), position_ids=positions, cache=cache,
+                                     use_cache=cache is not None).logits
+        finally:
+            handle.remove()
 
     # ------------------------------------------------------------------ attaching module hooks
     def _attach(self, name: str) -> Callable[[], None]:

@@ -338,13 +338,14 @@ def inspect(sae, model, dataset, latents=None, *, n_examples: int = 20, site=Non
         raise ValueError("no tokens left to inspect after dropping special positions")
     density = (fired.double() / n_tokens).float().cpu()
     lens = _logit_lens(sae, model, selected, n_logits)
+    examples = _examples(model, toks, heaps, window)
     cards = {}
     for s, j in enumerate(selected.tolist()):
         cards[j] = LatentDashboard(
             latent=j, density=float(density[j]), n_fired=int(fired[j]),
             max_activation=float(heaps.val[s, 0]) if fired[j] and n_examples else 0.0,
             mean_activation=float(act_sum[j] / fired[j]) if fired[j] else 0.0,
-            examples=_examples(model, toks, heaps, s, window),
+            examples=examples[s],
             hist_edges=torch.linspace(0, float(hists.range[j]), n_bins + 1).tolist(),
             hist_counts=hists.counts[j].tolist(), promoted=lens[s][0] if lens else [],
             suppressed=lens[s][1] if lens else [])
@@ -378,25 +379,37 @@ def _check_latents(latents, d_sae: int) -> Tensor:
     return torch.tensor(sorted(set(latents)), dtype=torch.long)
 
 
-def _token_strings(model, ids: list[int]) -> dict[int, str]:
+def _token_strings(model, ids) -> dict[int, str]:
+    """Each token id's text (one batched decode)."""
+    ids = sorted({int(i) for i in ids})
     if getattr(model, "tokenizer", None) is None:
         return {i: f"<{i}>" for i in ids}
-    return {i: model.tokenizer.decode([i]) for i in ids}
+    return dict(zip(ids, model.tokenizer.batch_decode([[i] for i in ids])))
 
 
-def _examples(model, toks: Tensor, heaps: _Heaps, slot: int, window: tuple[int, int]) -> list[dict]:
-    out, T = [], toks.shape[1]
-    for k in range(heaps.n):
-        value = float(heaps.val[slot, k])
-        if not math.isfinite(value):
-            break
-        seq, pos = int(heaps.seq[slot, k]), int(heaps.pos[slot, k])
-        lo, hi = max(0, pos - window[0]), min(T, pos + window[1] + 1)
-        ids = toks[seq, lo:hi].tolist()
-        acts = heaps.win[slot, k, lo - (pos - window[0]): hi - (pos - window[0])].tolist()
-        names = _token_strings(model, sorted(set(ids)))
-        out.append({"activation": value, "sequence": seq, "position": pos, "tokens": [names[i] for i in ids],
-                    "token_ids": ids, "acts": acts, "center": pos - lo})
+def _examples(model, toks: Tensor, heaps: _Heaps, window: tuple[int, int]) -> list[list[dict]]:
+    """Per heap slot, its kept examples (best first) with their tokens and the latent's activation on each."""
+    T, left = toks.shape[1], window[0]
+    vals, seqs, poss = heaps.val.tolist(), heaps.seq.tolist(), heaps.pos.tolist()
+    wins = heaps.win.tolist()
+    spans = {}
+    for slot_seqs, slot_pos, slot_vals in zip(seqs, poss, vals):
+        for seq, pos, value in zip(slot_seqs, slot_pos, slot_vals):
+            if math.isfinite(value):
+                spans[(seq, pos)] = (max(0, pos - left), min(T, pos + window[1] + 1))
+    rows = toks.tolist()
+    names = _token_strings(model, [t for (seq, _), (lo, hi) in spans.items() for t in rows[seq][lo:hi]])
+    out = []
+    for slot in range(len(vals)):
+        kept = []
+        for value, seq, pos, win in zip(vals[slot], seqs[slot], poss[slot], wins[slot]):
+            if not math.isfinite(value):
+                break
+            lo, hi = spans[(seq, pos)]
+            ids = rows[seq][lo:hi]
+            kept.append({"activation": value, "sequence": seq, "position": pos, "tokens": [names[i] for i in ids],
+                         "token_ids": ids, "acts": win[lo - (pos - left): hi - (pos - left)], "center": pos - lo})
+        out.append(kept)
     return out
 
 
@@ -417,7 +430,8 @@ def _logit_lens(sae, model, selected: Tensor, n: int) -> list | None:
             top, bottom = effect.topk(k, dim=-1), (-effect).topk(k, dim=-1)
             ids = sorted(set(top.indices.flatten().tolist()) | set(bottom.indices.flatten().tolist()))
             names = _token_strings(model, ids)
+            tv, ti, bv, bi = (t.tolist() for t in (top.values, top.indices, bottom.values, bottom.indices))
             for r in range(len(chunk)):
-                out.append(([(names[int(i)], float(v)) for v, i in zip(top.values[r], top.indices[r])],
-                            [(names[int(i)], -float(v)) for v, i in zip(bottom.values[r], bottom.indices[r])]))
+                out.append(([(names[i], v) for v, i in zip(tv[r], ti[r])],
+                            [(names[i], -v) for v, i in zip(bv[r], bi[r])]))
     return out

@@ -103,6 +103,9 @@ def test_report_plots_and_serialises(llama, tokens):
     assert "log10" in fig.layout.xaxis.title.text and len(fig.data[0].x) == 48 - res.n_dead
     html = res._repr_html_()
     assert "<table>" in html and "ce_loss_recovered" in html
+    assert "<script src" not in html and "Plotly.newPlot" in html  # offline: no CDN script tag
+    json_text = res.to_json()
+    assert '"site_out": null' in json_text and '"ce_loss_recovered"' in json_text
     d = res.to_dict()
     assert "density" not in d and d["site"] == SITE
 

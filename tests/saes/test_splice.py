@@ -194,3 +194,30 @@ def test_bad_input(tiny_dir):
         with splice(model, TopKSAE(64, 128, k=4)):
             pass
     assert not model._registry and model.site_names() == interp.load_model(str(tiny_dir("llama"))).site_names()
+
+
+@pytest.mark.filterwarnings("ignore:HookedTransformer is deprecated")
+def test_transformerlens_model(tiny_dir):
+    """A wrapped TransformerLens HookedTransformer: its sites attach to TL hook points, the latents site does not."""
+    import transformers
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_ctx=64, d_head=8, n_heads=4, d_vocab=128, act_fn="gelu",
+                                  normalization_type="LN", seed=0)
+    model = interp.wrap(HookedTransformer(cfg, tokenizer=transformers.AutoTokenizer.from_pretrained(
+        tiny_dir("llama"))).eval())
+    toks = _tokens(6)
+    for site in ["blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"]:
+        sae = _sae(model, site, d_sae=24, k=3)
+        with torch.no_grad():
+            clean = model(toks)
+            with splice(model, sae, error_term=True):
+                assert torch.equal(model(toks), clean)
+                _, cache = model.run_with_cache(toks, names_filter=latent_site_name(site))
+            assert cache[latent_site_name(site)].shape == (3, 11, 24)
+            with splice(model, sae):
+                ours = model(toks)
+            torch.testing.assert_close(ours, _reference(model, toks, [(site, sae)]), rtol=0, atol=1e-5)
+            fast = interp.saes.evaluate(sae, model, tokens=toks, progress=False)
+            slow = interp.saes.evaluate(sae, model, tokens=toks, reuse_prefix=False, progress=False)
+        assert fast.ce_spliced == pytest.approx(slow.ce_spliced, rel=1e-6)

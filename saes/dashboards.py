@@ -339,16 +339,18 @@ def inspect(sae, model, dataset, latents=None, *, n_examples: int = 20, site=Non
     density = (fired.double() / n_tokens).float().cpu()
     lens = _logit_lens(sae, model, selected, n_logits)
     examples = _examples(model, toks, heaps, window)
+    sel = selected.to(device)
+    edges = (hists.range[sel, None] * torch.linspace(0, 1, n_bins + 1, dtype=torch.float64, device=device)).tolist()
+    counts, fired_l, sums_l = hists.counts[sel].tolist(), fired.tolist(), act_sum.tolist()
+    density_l, top = density.tolist(), heaps.val[:, 0].tolist() if n_examples else []
     cards = {}
     for s, j in enumerate(selected.tolist()):
         cards[j] = LatentDashboard(
-            latent=j, density=float(density[j]), n_fired=int(fired[j]),
-            max_activation=float(heaps.val[s, 0]) if fired[j] and n_examples else 0.0,
-            mean_activation=float(act_sum[j] / fired[j]) if fired[j] else 0.0,
-            examples=examples[s],
-            hist_edges=torch.linspace(0, float(hists.range[j]), n_bins + 1).tolist(),
-            hist_counts=hists.counts[j].tolist(), promoted=lens[s][0] if lens else [],
-            suppressed=lens[s][1] if lens else [])
+            latent=j, density=density_l[j], n_fired=fired_l[j],
+            max_activation=top[s] if fired_l[j] else 0.0,
+            mean_activation=sums_l[j] / fired_l[j] if fired_l[j] else 0.0,
+            examples=examples[s], hist_edges=edges[s], hist_counts=counts[s],
+            promoted=lens[s][0] if lens else [], suppressed=lens[s][1] if lens else [])
     dead = (fired == 0).nonzero()[:, 0].tolist()
     dense_idx = (density > dense_threshold).nonzero()[:, 0]
     dense = dense_idx[torch.argsort(density[dense_idx], descending=True)].tolist()

@@ -142,11 +142,20 @@ class _Sums:
         self.fired += active.sum(0).double()
 
 
-def _ce(logits: Tensor, tokens: Tensor) -> tuple[float, int]:
-    """Summed next-token cross-entropy and the number of predicted positions."""
-    lp = logits[:, :-1].double().log_softmax(-1)
-    tgt = tokens[:, 1:]
-    return float(-lp.gather(-1, tgt.unsqueeze(-1)).sum()), tgt.numel()
+def _add_losses(sums: _Sums, tokens: Tensor, clean: Tensor, spliced: Tensor, zeroed: Tensor) -> None:
+    """Add the summed next-token cross-entropies of the three runs and the summed KL(clean || spliced) to ``sums``.
+
+    float64 log-softmax, one sequence at a time: each run's log-probabilities are computed once and the temporaries
+    stay ``[pos, d_vocab]``-sized (a whole batch in float64 is hundreds of MB for a 49k vocabulary)."""
+    for i in range(tokens.shape[0]):
+        tgt = tokens[i, 1:, None]
+        lp_clean, lp_spliced = clean[i].double().log_softmax(-1), spliced[i].double().log_softmax(-1)
+        lp_zero = zeroed[i, :-1].double().log_softmax(-1)
+        sums.ce["clean"] += float(-lp_clean[:-1].gather(-1, tgt).sum())
+        sums.ce["spliced"] += float(-lp_spliced[:-1].gather(-1, tgt).sum())
+        sums.ce["zero"] += float(-lp_zero.gather(-1, tgt).sum())
+        sums.kl += float((lp_clean.exp() * (lp_clean - lp_spliced)).sum())
+    sums.n_pos += tokens.shape[0] * (tokens.shape[1] - 1)
 
 
 class _Rerun:
@@ -203,12 +212,7 @@ def _eval_batch(sae, model, sites: tuple[str, str], toks: Tensor, special: Tenso
     with torch.no_grad():
         spliced = rerun(toks, cache, replaced(x_hat))
         zeroed = rerun(toks, cache, replaced(torch.zeros_like(x_hat)))
-    for key, lg in (("clean", logits), ("spliced", spliced), ("zero", zeroed)):
-        total, n_pred = _ce(lg, toks)
-        sums.ce[key] += total
-    sums.n_pos += n_pred
-    lp_clean, lp_spliced = logits.double().log_softmax(-1), spliced.double().log_softmax(-1)
-    sums.kl += float((lp_clean.exp() * (lp_clean - lp_spliced)).sum())
+    _add_losses(sums, toks, logits, spliced, zeroed)
 
 
 def evaluate(sae, model, site=None, tokens=None, *, context_length: int = 128, batch_size: int = 8,

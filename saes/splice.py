@@ -102,13 +102,13 @@ class _Splice:
                                    f"output site {self.write_site!r} in this forward pass (does the run start "
                                    "between them?)")
         sae = self.sae
-        z = sae.activation(sae.pre_acts(x.to(sae.W_enc.dtype)))
+        z = sae.activation(sae.pre_acts(x.to(sae.W_enc.device, sae.W_enc.dtype)))
         edited = self.model._registry.fire(self.latents_site, z)
         if self.error_term:
             delta = sae.decode(edited) - sae.decode(z).detach()  # exactly 0 when the latents were not edited
-            out = target.detach() + delta.to(target.dtype)
+            out = target.detach() + delta.to(target.device, target.dtype)
         else:
-            out = sae.decode(edited).to(target.dtype)
+            out = sae.decode(edited).to(target.device, target.dtype)
         return out.reshape(act.shape)
 
 

@@ -101,9 +101,13 @@ class TopKTranscoder(SAE):
     @torch.no_grad()
     def init_b_dec(self, x_sample: Tensor, method: str = "geometric_median") -> None:
         """Set ``b_dec`` to the geometric median or mean of the targets: ``x_sample`` is ``[n, d_out]`` targets or
-        ``[n, d_in + d_out]`` paired training rows."""
+        ``[n, d_in + d_out]`` paired training rows. With paired rows, ``b_enc`` is also set to ``-mean(x) @ W_enc``,
+        so the encoder starts on centred inputs, as an SAE's does through ``x - b_dec`` (without it, the mean of an
+        uncentred input such as the normalised MLP input picks the same latents for every token, and most die)."""
         if isinstance(x_sample, Tensor) and x_sample.ndim == 2 and x_sample.shape[1] == self.cfg.d_in + self.cfg.d_out:
-            x_sample = self.split(x_sample)[1]
+            x_in, x_sample = self.split(x_sample)
+            mean_in = x_in.to(self.W_enc.device, torch.float64).mean(0)
+            self.b_enc.copy_((-(mean_in @ self.W_enc.double())).to(self.b_enc.dtype))
         if not (isinstance(x_sample, Tensor) and x_sample.ndim == 2 and x_sample.shape[1] == self.cfg.d_out
                 and x_sample.shape[0] > 0 and x_sample.is_floating_point()):
             got = tuple(x_sample.shape) if isinstance(x_sample, Tensor) else type(x_sample).__name__

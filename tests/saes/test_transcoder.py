@@ -72,8 +72,10 @@ def test_shapes_and_bad_input():
         tc(torch.randn(3, 4))
     with pytest.raises(ValueError, match="d_out is required for transcoders and only for them"):
         interp.saes.SAEConfig("topk", 4, 8, k=2, aux_coefficient=0.1, d_out=3)
-    tc.init_b_dec(torch.ones(5, 10) * torch.arange(10.0), method="mean")  # paired rows: the target half counts
-    torch.testing.assert_close(tc.b_dec.detach(), torch.arange(6.0, 10.0))
+    rows = torch.randn(5, 10) + torch.arange(10.0)
+    tc.init_b_dec(rows, method="mean")  # paired rows: b_dec from the target half, b_enc centres the input half
+    torch.testing.assert_close(tc.b_dec.detach(), rows[:, 6:].mean(0))
+    torch.testing.assert_close(tc.pre_acts(rows[:, :6]).mean(0), torch.zeros(20), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match=r"x_sample must be float \[n>0, d_out=4\]"):
         tc.init_b_dec(torch.ones(5, 7))
 

@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--inspect-seq", type=int, default=64, help="sequences for the inspect() timing")
+    parser.add_argument("--skip-evaluate", action="store_true", help="time inspect() only")
     parser.add_argument("--d-sae", type=int, default=4096)
     parser.add_argument("--sites", nargs="+", default=None,
                         help="sites to time (default: layers 3, 12 and 24's resid_post and layer 20's mlp_out)")
@@ -53,9 +54,10 @@ def main() -> None:
                            model.components(round(L * 0.67))["mlp_out" if model.has_mlp else "out"]]
     print(f"model {args.model}: {L} layers; {toks.shape[0]} x {toks.shape[1]} tokens, batch {args.batch_size}; "
           f"torch threads {torch.get_num_threads()}")
-    print(f"{'site':32s} {'before s':>9s} {'after s':>9s} {'before/after':>13s}   (median of {args.repeats} pairs)")
+    if not args.skip_evaluate:
+        print(f"{'site':32s} {'before s':>9s} {'after s':>9s} {'before/after':>13s}   (median of {args.repeats} pairs)")
     with torch.inference_mode():
-        for site in sites:
+        for site in [] if args.skip_evaluate else sites:
             acts = site_activations(model, site, toks[:2])
             sae = TopKSAE(acts.shape[-1], args.d_sae, k=32)
             sae.b_dec.copy_(acts.reshape(-1, acts.shape[-1]).mean(0))
@@ -87,15 +89,18 @@ def main() -> None:
             for start in range(0, many.shape[0], args.batch_size):
                 site_activations(model, site, many[start: start + args.batch_size])
 
-        def dashboards():
-            return inspect(sae, model, many, batch_size=args.batch_size, progress=False)
+        def dashboards(n_logits=10):
+            return inspect(sae, model, many, batch_size=args.batch_size, n_logits=n_logits, progress=False)
 
         forward_only(), dashboards()  # warm-up
-        pairs = [(_timed(forward_only)[0], _timed(dashboards)[0]) for _ in range(args.repeats)]
-        t_fwd, t_ins = statistics.median(f for f, _ in pairs), statistics.median(i for _, i in pairs)
-        print(f"inspect() at {site}, d_sae {args.d_sae}, all latents: {n_tok / t_ins:,.0f} tokens/s "
-              f"({t_ins:.2f} s); forward up to the site alone: {n_tok / t_fwd:,.0f} tokens/s; "
-              f"inspect / forward {statistics.median(i / f for f, i in pairs):.2f}x")
+        runs = [(_timed(forward_only)[0], _timed(dashboards)[0], _timed(lambda: dashboards(0))[0])
+                for _ in range(args.repeats)]
+        t_fwd, t_ins, t_nolens = (statistics.median(r[i] for r in runs) for i in range(3))
+        print(f"inspect() at {site}, d_sae {args.d_sae}, all latents, {n_tok} tokens: {n_tok / t_ins:,.0f} tokens/s "
+              f"({t_ins:.2f} s; of which the logit lens of all {args.d_sae} decoder rows, a fixed cost: "
+              f"{t_ins - t_nolens:.2f} s); without the logit lens {n_tok / t_nolens:,.0f} tokens/s; forward up to "
+              f"the site alone: {n_tok / t_fwd:,.0f} tokens/s; inspect without lens / forward "
+              f"{statistics.median(r[2] / r[0] for r in runs):.2f}x")
 
 
 if __name__ == "__main__":

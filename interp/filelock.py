@@ -14,12 +14,12 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from interp.atomic import atomic_dir
+from interp.files import remove_paths
 
 __all__ = ["STAMP_FILE", "build_once", "file_lock", "stamp_matches"]
 
@@ -55,12 +55,7 @@ def remove_stale(target: Path) -> list[Path]:
     Call it only while no other process can be writing ``target`` (under its lock)."""
     target = Path(target)
     stale = [p for p in target.parent.glob(f".{target.name}.*") if p.suffix in (".tmp", ".old")]
-    for p in stale:
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-    return stale
+    return remove_paths(stale)
 
 
 def build_once(target: str | Path, stamp: dict, build: Callable[[Path], None], *, what: str = "") -> Path:

@@ -7,6 +7,7 @@ no attribute 'get'``) becomes a ValueError saying which file and what was expect
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +67,13 @@ def load_safetensors(path: str | Path, device: str = "cpu") -> dict:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def remove_paths(paths: list[Path]) -> list[Path]:
+    """Delete each of ``paths`` (folders with their contents; links and files themselves); return ``paths``."""
+    for p in paths:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return paths

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from interp.atomic import atomic_dir, atomic_write_json
-from interp.files import load_safetensors, read_json_object
+from interp.files import load_safetensors, read_json_object, remove_paths
 
 __all__ = [
     "clean_stale_writes",
@@ -104,12 +104,7 @@ def clean_stale_writes(root: str | Path) -> list[Path]:
         return []
     stale = [p for p in root.glob(".step_*") if p.suffix in (".tmp", ".old")]
     stale += [p for p in root.glob(f".{LATEST}.*") if p.suffix == ".tmp"]
-    for p in stale:
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-    return stale
+    return remove_paths(stale)
 
 
 def prepare_checkpoint_dir(root: str | Path) -> list[Path]:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from interp.cache import ActivationCache
+from interp.checks import is_index
 from interp.errors import CapabilityError
 from interp.hooks import HookFn, HookRegistry, StopForward, layer_of
 from interp.models.tokens import TokensMixin
@@ -150,12 +151,12 @@ class HookedModel(TokensMixin, nn.Module):
         """Normalise a layer selection (None = all; negatives count from the end), raising on bad indices."""
         if layers is None:
             return list(range(self.n_layers))
-        items = [layers] if _is_index(layers) else layers
+        items = [layers] if is_index(layers) else layers
         if isinstance(items, (str, bytes)) or not isinstance(items, (Sequence, range, Tensor)):
             raise TypeError(f"{arg} must be a layer index or a sequence of them; got {type(layers).__name__}")
         out = []
         for layer in (items.tolist() if isinstance(items, Tensor) else items):
-            if not _is_index(layer):
+            if not is_index(layer):
                 raise TypeError(f"{arg}: {layer!r} is not a layer index (expected an int, not "
                                 f"{type(layer).__name__})")
             i = operator.index(layer)
@@ -168,7 +169,7 @@ class HookedModel(TokensMixin, nn.Module):
 
     def check_layer(self, layer: int, arg: str = "layer") -> int:
         """Normalise one layer index (negatives count from the end), raising on anything else."""
-        if not _is_index(layer):
+        if not is_index(layer):
             raise TypeError(f"{arg} must be one layer index (an int); got {layer!r}")
         return self.check_layers(operator.index(layer), arg)[0]
 
@@ -350,7 +351,7 @@ class HookedModel(TokensMixin, nn.Module):
         return out, tokens, mask
 
     def _layer_bound(self, value, arg: str, allow_end: bool) -> int:
-        if not _is_index(value):
+        if not is_index(value):
             raise TypeError(f"{arg} must be an int layer index; got {type(value).__name__}")
         i, n = operator.index(value), self.n_layers
         hi = n if allow_end else n - 1
@@ -534,16 +535,6 @@ def next_token_loss(logits: Tensor, tokens: Tensor, mask: Tensor | None = None, 
     valid = (mask[:, 1:] * mask[:, :-1]).to(ce.dtype)
     ce = ce * valid
     return ce if per_token else ce.sum() / valid.sum().clamp_min(1)
-
-
-def _is_index(x) -> bool:
-    if isinstance(x, bool) or (isinstance(x, Tensor) and (x.ndim != 0 or x.dtype == torch.bool)):
-        return False
-    try:
-        operator.index(x)
-    except TypeError:
-        return False
-    return True
 
 
 def _nothing() -> None:

@@ -3,6 +3,7 @@
 >>> from interp import heads
 >>> report = heads.detect(model)                      # every kind; top-5 heads per kind, validated causally
 >>> report.top("induction", 3)                        # [Head(layer, head, score), ...]
+>>> report.finding("successor")                        # what the detector found, in words (negatives too)
 >>> report.validation["induction"].verdict            # top-k vs random-k ablation, in words
 >>> report.save_html("report.html"); report.save_json("scores.json")
 >>> with heads.ablate(model, [(17, 3)], how="mean"):  # any forward pass inside runs without that head

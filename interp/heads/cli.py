@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         heads = ", ".join(f"L{h.layer}.{h.head}={h.score:.2f}" for h in top_heads(report.scores[kind], 3))
         print(f"{kind:16s} {heads}  |  {report.validation[kind].verdict}")
+        print(f"{'':16s} {report.finding(kind)}")
     if args.out:
         print(f"wrote {report.save_html(args.out)}")
     if args.json:

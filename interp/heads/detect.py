@@ -131,6 +131,7 @@ def _ngram(run: _Run) -> None:
 def _successor(run: _Run) -> None:
     model, cfg = run.model, run.cfg
     with run.log.timed("successor"):
+        successor.check_ov(model)  # Mamba: no OV circuit, whatever the tokenizer
         tasks = successor.select_tasks(model)
         total, per_task = successor.score_with_tasks(model, tasks)
         run.scores["successor"] = total

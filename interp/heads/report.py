@@ -115,6 +115,13 @@ class HeadReport(Result):
             raise KeyError(f"no scores for kind {kind!r}; {why}")
         return top_heads(self.scores[kind], self.config.top_k if k is None else k)
 
+    def finding(self, kind: str) -> str:
+        """What ``kind``'s detector found, in words, negatives included (:mod:`interp.heads.findings`); the causal
+        side is ``validation[kind].verdict``."""
+        from interp.heads.findings import finding
+
+        return finding(self, kind)
+
     def to_dict(self) -> dict[str, Any]:
         validation: dict[str, Any] = {}
         for kind in self.config.kinds:
@@ -125,6 +132,8 @@ class HeadReport(Result):
                 entry.update(self.validation[kind].to_dict())
             if kind in self.scores:
                 entry["top"] = [[h.layer, h.head, h.score] for h in self.top(kind)]
+            if kind in self.scores or kind in self.skipped:
+                entry["finding"] = self.finding(kind)
             entry["detector"] = to_jsonable(self.details.get(kind, {}))
             entry["protocol"] = protocol(kind, self.config)
             validation[kind] = entry

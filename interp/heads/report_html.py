@@ -92,7 +92,10 @@ def sections(report) -> list:
     """The page's sections."""
     from interp.heads.report import protocol
 
-    out = [("Summary", summary_table(report) + '<p class="note">Effect = change of the task metric in the harmful '
+    found = "".join(f"<li><b>{escape(k)}</b>: {escape(report.finding(k))}</li>" for k in report.config.kinds
+                    if k in report.scores or k in report.skipped)
+    out = [("Summary", summary_table(report) + f"<p>What the detectors found:</p><ul>{found}</ul>"
+            + '<p class="note">Effect = change of the task metric in the harmful '
             'direction (loss up, accuracy down) when the heads are ablated. Causal: the top-k effect is at least the '
             'minimum effect, above every random draw and above the random mean + 2 sd.</p>')]
     for kind in report.config.kinds:
@@ -101,6 +104,8 @@ def sections(report) -> list:
             body.append(figure_html(report.heatmap(kind, title=f"{kind} score")))
         if kind in report.skipped:
             body.append(f'<p class="warn">Skipped: {escape(report.skipped[kind])}</p>')
+        else:
+            body.append(f"<p>{escape(report.finding(kind))}</p>")
         if kind in report.validation:
             body.append(f"<p>{escape(report.validation[kind].verdict)}</p>")
         if kind in _DETAILS and report.details.get(kind):

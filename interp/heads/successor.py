@@ -27,7 +27,7 @@ from torch import Tensor
 from interp.errors import CapabilityError
 from interp.heads.probes import with_bos
 
-__all__ = ["TASKS", "Tasks", "select_tasks", "score", "score_with_tasks", "prompts"]
+__all__ = ["TASKS", "Tasks", "select_tasks", "check_ov", "score", "score_with_tasks", "prompts"]
 
 _WORDS = ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
           "eighteen nineteen twenty").split()
@@ -93,13 +93,19 @@ def select_tasks(model, tasks: dict[str, tuple[str, ...]] | None = None) -> Task
 
 
 @torch.no_grad()
-def score_with_tasks(model, tasks: Tasks) -> tuple[Tensor, dict[str, Tensor]]:
-    """``(score [n_layers, n_heads], per_task {name: [n_layers, n_heads]})`` for the kept ``tasks`` (module
-    docstring; Gould et al. 2023). Needs attention heads (``W_V``, ``W_O``) and an MLP in block 0."""
+def check_ov(model) -> None:
+    """Raise a ``CapabilityError`` when the model has no per-head OV circuit (``W_V``, ``W_O``) or no MLP in block 0:
+    the succession score does not apply (Mamba: heads are read from implicit attention, which has no OV matrix)."""
     if not (model.has_attention_heads and model.has_mlp):
         raise CapabilityError(f"successor heads need each head's OV circuit (W_V, W_O) and block 0's MLP; this "
                               f"{model.arch} model has_attention_heads={model.has_attention_heads}, "
                               f"has_mlp={model.has_mlp}")
+
+
+def score_with_tasks(model, tasks: Tasks) -> tuple[Tensor, dict[str, Tensor]]:
+    """``(score [n_layers, n_heads], per_task {name: [n_layers, n_heads]})`` for the kept ``tasks`` (module
+    docstring; Gould et al. 2023). Needs attention heads (``W_V``, ``W_O``) and an MLP in block 0."""
+    check_ov(model)
     ids = torch.tensor([i for v in tasks.kept.values() for i in v], device=model.device)
     W_E, W_U = model.W_E, model.W_U
     mlp0 = model.apply_mlp(0, model.apply_ln2(0, W_E[ids]))  # effective embeddings [n, d]
@@ -128,6 +134,7 @@ def score(model, tasks: dict[str, tuple[str, ...]] | None = None, *, seed: int =
     """Succession score ``[n_layers, n_heads]`` over the tasks the tokenizer keeps (module docstring; Gould et al.
     2023). ``tasks``: name -> items (default :data:`TASKS`). ``seed`` is accepted for a uniform signature; the score
     is deterministic."""
+    check_ov(model)  # the more basic reason first: no OV circuit at all
     return score_with_tasks(model, select_tasks(model, tasks))[0]
 
 

@@ -36,6 +36,8 @@ def test_json_layout(report, tiny):
                 "effect_random_std", "causal", "verdict", "top", "detector", "protocol"):
         assert key in v, key
     assert len(v["random_ablated"]) == 2 and len(v["top"]) == 2
+    assert v["finding"].startswith("Best head L") and "prefix-matching heads raise it" in v["finding"]
+    assert data["validation"]["successor"]["finding"].startswith("Skipped: this tokenizer leaves no single-token")
     assert len(v["detector"]["copying_score"]) == 2
     assert set(data["validation"]["ngram"]["detector"]) >= {"S1", "S2", "S3", "lift2", "best_k", "chance"}
 
@@ -45,7 +47,8 @@ def test_html_is_one_offline_file(report, tmp_path):
     text = path.read_text()
     assert text.startswith("<!DOCTYPE html>") and "Plotly" in text
     assert "<script src" not in text and '<link rel="stylesheet" href' not in text  # nothing loaded from outside
-    for needle in ("Summary", "top heads", "causal", "Protocol", "Forward passes", "leaves no single-token"):
+    for needle in ("Summary", "What the detectors found",
+                   "top heads", "causal", "Protocol", "Forward passes", "leaves no single-token"):
         assert needle in text, needle
     assert "<table>" in report._repr_html_()
 

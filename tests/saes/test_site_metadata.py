@@ -69,7 +69,8 @@ def test_load_takes_sae_checkpoint_and_run_folders(run, tmp_path):
     older = sorted(ck.glob("step_*"))[0]  # an earlier checkpoint loads as itself, not as the latest
     assert not torch.equal(load(older).W_dec, load(ck).W_dec)
     with pytest.raises(FileNotFoundError,
-                       match=r"path must be an SAE folder with cfg.json .*checkpoint folder.*latest.json.*nothing is none"):
+                       match=r"path must be an SAE folder with cfg.json .*checkpoint folder.*latest.json.*"
+                             r"nothing is none"):
         load(tmp_path / "nothing")
 
 

@@ -107,7 +107,12 @@ def _load_for_tool(args: argparse.Namespace):
         out = getattr(args, flag, None)
         if out is not None and Path(out).is_dir():
             raise IsADirectoryError(f"--{flag} {out} is a folder; expected a file path to write")
-    sae = load(args.sae)
+    try:
+        sae = load(args.sae)
+    except FileNotFoundError as e:
+        message = str(e)
+        raise FileNotFoundError("--sae" + message[len("path"):] if message.startswith("path ") else
+                                f"--sae {args.sae}: {message}") from None
     recorded = sae.metadata.model_name if sae.metadata is not None else None
     spec = args.model if args.model is not None else recorded
     if spec is None:

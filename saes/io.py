@@ -168,8 +168,9 @@ def sae_folder(path: str | Path) -> Path:
     if not (path / CFG_FILENAME).is_file() and (path / "sae" / CFG_FILENAME).is_file():
         path = path / "sae"
     if not (path / CFG_FILENAME).is_file():
-        raise FileNotFoundError(f"{path} is not an SAE folder ({CFG_FILENAME} + {WEIGHTS_FILENAME}), a checkpoint "
-                                f"folder (with sae/{CFG_FILENAME}) or a checkpoint_dir (with {LATEST})")
+        raise FileNotFoundError(f"path must be an SAE folder with {CFG_FILENAME} and {WEIGHTS_FILENAME}, a checkpoint "
+                                f"folder (with sae/{CFG_FILENAME}) or a run's checkpoint_dir (with {LATEST}); {path} "
+                                "is none of these")
     return path
 
 

@@ -172,7 +172,8 @@ class ModelActivations:
         fits = int(nbytes // per_seq)
         if fits < 1:
             raise MemoryBudgetError(
-                f"one sequence of {ctx} tokens at {' + '.join(map(repr, self.sites))} needs "
+                f"one sequence of {ctx} tokens at {'site' if len(self.sites) == 1 else 'sites'} "
+                f"{' + '.join(map(repr, self.sites))} needs "
                 f"{format_bytes(per_seq)} of activations, "
                 f"more than the {format_bytes(max(0, nbytes))} the memory budget leaves beside the store's buffer; "
                 "use shorter contexts (context_length), a smaller buffer, or raise memory_budget")

@@ -64,7 +64,8 @@ ROWS = [
                                                          "2", "--activations", e.tmp / "acts"), SystemExit,
      r"rc=2: interp sae: error: activations: .*acts holds no cached activations and no model is given"),
     ("eval-sae-missing", lambda e: _eval(e, sae=e.tmp / "nope"), SystemExit,
-     r"rc=2: interp sae: error: --sae: .*nope holds no SAE \(cfg\.json\), checkpoint \(sae/\) or latest\.json"),
+     r"rc=2: interp sae: error: --sae must be an SAE folder with cfg\.json and sae_weights\.safetensors, a "
+     r"checkpoint folder \(with sae/cfg\.json\) or a run's checkpoint_dir \(with latest\.json\); .*nope is none"),
     ("eval-batch-size-zero", lambda e: _eval(e, "--batch-size", "0"), SystemExit,
      r"rc=2: interp sae: error: --batch-size must be an int >= 1; got 0"),
     ("eval-skip-negative", lambda e: _eval(e, "--skip-sequences", "-1"), SystemExit,

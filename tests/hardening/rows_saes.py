@@ -58,7 +58,7 @@ def _diverge(e):
 ROWS = [
     # ---- SAE configs
     ("config-arch", lambda e: saes.SAEConfig("gated", 8, 16), ValueError,
-     r"architecture must be one of \('topk', 'batchtopk', 'relu', 'jumprelu'\), got 'gated'"),
+     r"architecture must be one of \('topk', 'batchtopk', 'relu', 'jumprelu', 'topk_transcoder'\), got 'gated'"),
     ("config-d-in-zero", lambda e: saes.SAEConfig("topk", 0, 16, k=2, aux_coefficient=0.1), ValueError,
      r"d_in must be a positive int, got 0"),
     ("config-d-sae-float", lambda e: saes.SAEConfig("topk", 8, 16.0, k=2, aux_coefficient=0.1), ValueError,
@@ -77,7 +77,7 @@ ROWS = [
     ("config-from-dict-unknown", lambda e: saes.SAEConfig.from_dict({"architecture": "topk", "dinn": 3}),
      ValueError, r"SAEConfig\.from_dict got unknown keys \['dinn'\]"),
     ("build-unknown-arch", lambda e: saes.build_sae("gated", 8, 16), ValueError,
-     r"unknown SAE architecture 'gated'; known: \['batchtopk', 'jumprelu', 'relu', 'topk'\]"),
+     r"unknown SAE architecture 'gated'; known: \['batchtopk', 'jumprelu', 'relu', 'topk', 'topk_transcoder'\]"),
     # ---- SAE inputs
     ("input-float64", lambda e: e.sae()(X.double()), TypeError,
      r"x has dtype torch\.float64 but this SAE's parameters are torch\.float32; convert the input"),
@@ -108,7 +108,7 @@ ROWS = [
      r"x_sample must be \[n>0, 64\]"),
     # ---- SAE files
     ("load-missing", lambda e: saes.load(e.tmp / "nope"), FileNotFoundError,
-     r"path must be an SAE folder with cfg\.json and sae_weights\.safetensors"),
+     r"path must be an SAE folder with cfg\.json and sae_weights\.safetensors, a checkpoint folder .*nope is none"),
     ("load-cfg-invalid-json", lambda e: saes.load(e.sae_dir(cfg__json="{")), ValueError,
      r"cfg\.json: invalid JSON"),
     ("load-cfg-list", lambda e: saes.load(e.sae_dir(cfg__json="[]")), ValueError,

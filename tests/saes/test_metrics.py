@@ -117,6 +117,10 @@ def test_bad_input(llama, tokens):
         evaluate(TopKSAE(64, 128, k=4), llama, "blocks.0.hook_resid_postt", tokens, progress=False)
     with pytest.raises(ValueError, match="at least 2 positions"):
         evaluate(TopKSAE(64, 128, k=4), llama, SITE, tokens[:, :1], progress=False)
+    with pytest.raises(ValueError, match=r"tokens: the dataset is empty \(shape \(0, 20\)\)"):
+        evaluate(TopKSAE(64, 128, k=4), llama, SITE, tokens[:0], progress=False)
+    with pytest.raises(ValueError, match=r"tokens: the dataset is empty \(an empty list of texts\)"):
+        evaluate(TopKSAE(64, 128, k=4), llama, SITE, [], progress=False)
     with pytest.raises(ValueError, match="k must be < d_sae"):
         TopKSAE(64, 16, k=16)
     from interp.saes import build_sae

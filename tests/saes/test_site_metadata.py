@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import pytest
@@ -67,7 +68,9 @@ def test_load_takes_sae_checkpoint_and_run_folders(run, tmp_path):
         torch.testing.assert_close(back(x).x_hat, result.sae(x).x_hat, rtol=0, atol=0)
     older = sorted(ck.glob("step_*"))[0]  # an earlier checkpoint loads as itself, not as the latest
     assert not torch.equal(load(older).W_dec, load(ck).W_dec)
-    with pytest.raises(FileNotFoundError, match=r"not an SAE folder \(cfg.json .*checkpoint folder.*latest.json"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"path must be an SAE folder with cfg.json .*checkpoint folder.*latest.json.*"
+                             r"nothing is none"):
         load(tmp_path / "nothing")
 
 
@@ -105,6 +108,24 @@ def test_the_issue_snippet_refuses_another_site_naming_both(run, tiny_dir):
     assert default.site == SITE and default.to_dict() == explicit.to_dict()
     other = evaluate(result.sae, model, "blocks.0.hook_resid_post", toks, allow_site_mismatch=True, progress=False)
     assert other.site == "blocks.0.hook_resid_post"
+
+
+def test_the_issue_snippet_verbatim(tiny_dir, tmp_path, capsys):
+    """The issue's sites: an SAE trained at blocks.12.hook_resid_post, evaluated at blocks.3.hook_mlp_out, is refused
+    before anything runs, by the library and by the CLI, and the message names both sites."""
+    model = interp.load_model(str(tiny_dir("llama")))
+    sae = TopKSAE(64, 128, k=4)
+    sae.metadata = SAEMetadata(model_name=str(tiny_dir("llama")), hook_name="blocks.12.hook_resid_post")
+    both = r"'blocks.3.hook_mlp_out' is not the site this SAE was trained on, 'blocks.12.hook_resid_post'"
+    with pytest.raises(SiteMismatchError, match=both):
+        evaluate(sae, model, "blocks.3.hook_mlp_out", torch.randint(4, 100, (2, 12)), progress=False)
+    sae.save(tmp_path / "l12")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat. " * 40)
+    assert interp_main(["sae", "eval", "--sae", str(tmp_path / "l12"), "--dataset", str(corpus),
+                        "--site", "blocks.3.hook_mlp_out"]) == 2
+    err = capsys.readouterr().err
+    assert re.search("interp sae: error: site " + both, err)
 
 
 def test_resolve_sites_rules():

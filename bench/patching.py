@@ -8,6 +8,9 @@
 2. Causal trace (Meng et al. 2022; 10 noise samples, every layer x token): ``interp.tracing.causal_trace`` against
    a per-cell loop in ROME's style (one forward of the 10 noised samples per cell with the clean state restored).
    Goal: >= 10x; identical to <= 1e-4.
+3. Attribution patching (Nanda 2023): ``interp.patching.attribution_patch`` (one forward, one backward) against the
+   exact sweeps of the residual stream, attention and MLP outputs and head outputs: Pearson r per site, and the time
+   of the one attribution call against the exact sweeps (single run each).
 
 Runs alternate between the methods; medians of ``--repeats`` runs. Use the CPU lock:
 ``flock /tmp/interp-cpu.lock python bench/patching.py``.
@@ -94,6 +97,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each method (interleaved)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-tl", action="store_true", help="leave TransformerLens out (it takes ~1 min a run)")
+    parser.add_argument("--skip-trace", action="store_true", help="leave the causal-trace comparison out")
+    parser.add_argument("--skip-attribution", action="store_true", help="leave the attribution comparison out")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -124,12 +129,20 @@ def main() -> None:
         diff = float((outs[name] - outs["ours"]).abs().max())
         print(f"  {name:16s} {med:8.3f} s   ratio to ours {med / ours:7.2f}x   max |diff| {diff:.2e}")
 
+    if not args.skip_trace:
+        trace_bench(model, args.repeats)
+    if not args.skip_attribution:
+        attribution_bench(model, clean, corrupt, metric)
+
+
+def trace_bench(model, repeats: int) -> None:
+    clean = model.to_tokens(CLEAN)
     target = model.to_single_token(" Paris")
     trace = {"ours": lambda: tracing.causal_trace(model, CLEAN, "Eiffel Tower", " Paris", progress=False).scores,
              "per-cell loop": lambda: trace_loop(model, CLEAN, "Eiffel Tower", target)}
     print(f"causal trace: {model.n_layers} layers x {clean.shape[1]} tokens x 10 samples")
     times, outs = {k: [] for k in trace}, {}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name, fn in trace.items():
             t, outs[name] = _timed(fn)
             times[name].append(t)
@@ -138,6 +151,24 @@ def main() -> None:
         med = statistics.median(times[name])
         diff = float((outs[name] - outs["ours"]).abs().max())
         print(f"  {name:16s} {med:8.3f} s   ratio to ours {med / ours:7.2f}x   max |diff| {diff:.2e}")
+
+
+
+def attribution_bench(model, clean, corrupt, metric) -> None:
+    sites = ["resid", "attn_out", "mlp_out", "heads"]
+    with torch.no_grad():
+        base = float(metric(model(corrupt)).mean())
+    t_attr, attr = _timed(lambda: patching.attribution_patch(model, clean, corrupt, metric, sites=sites))
+    print(f"attribution patching (one forward + one backward, {len(sites)} sites): {t_attr:.3f} s")
+    t_exact = 0.0
+    for site in sites:
+        t, exact = _timed(lambda site=site: patching.patch_activations(model, clean, corrupt, metric, site,
+                                                                       progress=False))
+        t_exact += t
+        exact = exact - base
+        r = float(torch.corrcoef(torch.stack([attr[site].flatten(), exact.flatten()]))[0, 1])
+        print(f"  {site:9s} {tuple(exact.shape)!s:14s} Pearson r {r:6.3f}   exact sweep {t:8.3f} s")
+    print(f"  exact sweeps of all {len(sites)} sites / attribution: {t_exact / t_attr:.1f}x")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ def test_attribution_correlates_with_exact_patching(tiny_dir, prompt_pair):
     for site in sites:
         exact = patching.patch_activations(model, clean, corrupt, metric, site, progress=False) - base
         r = torch.corrcoef(torch.stack([attr[site].flatten(), exact.flatten()]))[0, 1]
+        print(f"attribution vs exact patching on the tiny Llama, {site}: Pearson r {float(r):.3f}")  # -s: README
         assert r > 0.88, (site, r)
     torch.testing.assert_close(
         patching.attribution_patch(model, clean, corrupt, metric, sites="heads", batch_size=1)["heads"],
@@ -110,3 +111,21 @@ def test_path_patch_bad_input(f64, tiny, prompt_pair):
     with pytest.raises(interp.CapabilityError, match="no attention heads"):
         patching.path_patch(tiny("mamba"), clean, corrupt, metric, senders=[(0, 1)],
                             receivers=["blocks.1.hook_resid_pre"])
+
+
+def test_attribution_bad_input(tiny, prompt_pair):
+    model = tiny("llama")
+    clean, corrupt = prompt_pair()
+    metric = patching.logit_diff(5, 6)
+    with pytest.raises(ValueError, match="sites is empty"):
+        patching.attribution_patch(model, clean, corrupt, metric, sites=[])
+    with pytest.raises(KeyError, match="not a patchable site"):
+        patching.attribution_patch(model, clean, corrupt, metric, sites="residual")
+    with pytest.raises(KeyError, match="no 'ssm_state' site"):
+        patching.attribution_patch(model, clean, corrupt, metric, sites="ssm_state")
+    with pytest.raises(ValueError, match=r"clean has 8 tokens .*corrupt has 7"):
+        patching.attribution_patch(model, clean, corrupt[:, :-1], metric)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        patching.attribution_patch(model, clean, corrupt, metric, batch_size=0)
+    with pytest.raises(ValueError, match=r"metric returned shape \(\); expected \[2\]"):
+        patching.attribution_patch(model, clean, corrupt, lambda logits: logits[:, -1, 5].mean())

@@ -42,3 +42,28 @@ def test_attribution_correlates_with_exact_patching(smollm2):
     print("attribution vs exact patching on SmolLM2, Pearson r:", {k: round(v, 3) for k, v in rs.items()})
     assert rs["resid"] > 0.6 and rs["attn_out"] > 0.8 and rs["mlp_out"] > 0.4  # measured 0.78, 0.92, 0.51
 
+
+
+def test_residual_equals_transformer_lens_on_smollm2(smollm2):
+    """TransformerLens's own patcher (``generic_activation_patch`` with ``layer_pos_patch_setter``, i.e.
+    ``get_act_patch_resid_pre`` restricted to some cells) on a TransformerBridge of the same weights."""
+    pd = pytest.importorskip("pandas")
+    from transformer_lens import patching as tl_patching
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from interp.models.smollm2 import cache_dir
+
+    model = smollm2
+    metric = patching.logit_diff(" Paris", " Rome").bind(model)
+    clean, corrupt = model.to_tokens(CLEAN), model.to_tokens(CORRUPT)
+    layers, positions = [0, 9, 18, 29], [2, 4, 10]
+    out = patching.patch_residual(model, clean, corrupt, metric, layers=layers, positions=positions, progress=False)
+    bridge = TransformerBridge.boot_transformers(str(cache_dir() / "smollm2-135m-instruct-f32"), device="cpu")
+    bridge.enable_compatibility_mode()
+    cells = pd.DataFrame([(layer, pos) for layer in layers for pos in positions], columns=["layer", "pos"])
+    with torch.no_grad():
+        _, cache = bridge.run_with_cache(clean)
+        ref = tl_patching.generic_activation_patch(
+            bridge, corrupt, cache, lambda logits: metric(logits).mean(), tl_patching.layer_pos_patch_setter,
+            "resid_pre", index_df=cells)
+    torch.testing.assert_close(out.flatten(), ref.cpu().float(), atol=1e-4, rtol=0)

@@ -8,6 +8,8 @@ from interp import tracing
 pytestmark = pytest.mark.integration
 
 CLEAN = "The Eiffel Tower is located in the city of"
+
+
 def test_causal_trace_cells_equal_rome_loop(smollm2):
     from interp.tracing.subject import subject_span
     from interp.tracing.trace import subject_noise
@@ -39,3 +41,15 @@ def test_causal_trace_cells_equal_rome_loop(smollm2):
             p = float(logits[:, -1].softmax(-1)[:, result.target_id].mean())
             assert float(result.scores[li, pos]) == pytest.approx(p, abs=1e-4)
     assert result.total_effect > 0.1
+
+
+def test_span_restores_what_the_last_subject_token_does_not(smollm2):
+    """The README's finding on the Eiffel prompt (ROME's protocol, seed 0): restoring the last subject token's hidden
+    state (" Tower") barely moves P(Paris), restoring the whole subject span recovers most of the total effect."""
+    layers = [4, 10, 16]
+    token = tracing.causal_trace(smollm2, CLEAN, "Eiffel Tower", " Paris", layers=layers, progress=False)
+    span = tracing.causal_trace(smollm2, CLEAN, "Eiffel Tower", " Paris", layers=layers, restore="span",
+                                progress=False)
+    assert span.units[2] == [2, 3, 4] and token.units[4] == [4]
+    assert float(token.indirect_effect[:, 4].max()) < 0.05
+    assert float(span.indirect_effect[1, 2]) > 0.3 and span.total_effect > 0.25

@@ -57,3 +57,21 @@ def test_patch_report_renders_offline(browser, llama, tmp_path):
     result = patching.sweep(llama, clean, corrupt, patching.target_prob(5), progress=False)
     path = result.save_html(tmp_path / "patch.html")
     _check(path, tmp_path, min_figures=1)
+
+
+def test_feature_dashboards_render_offline(browser, llama, tmp_path):
+    """An SAE's feature page: plotly density plot drawn, latent cards with their contexts and histograms shown."""
+    import torch
+
+    from interp import saes
+
+    torch.manual_seed(0)
+    site = "blocks.1.hook_resid_post"
+    sae = saes.TopKSAE(llama.d_model, 32, k=4)
+    sae.metadata = saes.SAEMetadata(hook_name=site, model_name="tiny")
+    texts = [f"The {w} cat sat on mat number {i}." for i, w in enumerate(["red", "big", "old", "shy"] * 4)]
+    dash = saes.inspect(sae, llama, saes.load_tokens(texts, llama.tokenizer, 12), latents=range(6), n_examples=4,
+                        progress=False)
+    path = dash.save_html(tmp_path / "features.html")
+    shown = _check(path, tmp_path, min_figures=1)
+    assert shown.dom.count("<svg") >= 6  # each card's histogram is an inline SVG

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from interp.kernels import sparse_decode_autograd, sparse_encode
+from interp.kernels import TopKSelect, sparse_decode_autograd, sparse_encode
 from interp.saes.base import SAE, SAEConfig, TrainOutput, reconstruction_metrics
 
 __all__ = ["TopKSAE", "topk_activation"]
@@ -55,29 +55,24 @@ class TopKSAE(SAE):
     def activation(self, pre_acts: Tensor) -> Tensor:
         return topk_activation(pre_acts, self.cfg.k)
 
-    def _main_selector(self):
-        k = self.cfg.k
-
-        def select(pre: Tensor) -> tuple[Tensor, Tensor]:
-            vals, idx = pre.topk(k, dim=-1, sorted=False)
-            return vals.relu_(), idx
-
-        return select
-
     def training_forward(self, x: Tensor, dead_mask: Tensor | None = None) -> TrainOutput:
-        """Sparse-kernel training step; see the module docstring for the loss."""
-        return sparse_training_step(self, x, dead_mask, self._main_selector())[0]
+        """Sparse-kernel training step; see the module docstring for the loss. On float32 CPU tensors the encoder
+        is fused with the selection (:class:`interp.kernels.TopKSelect`)."""
+        return sparse_training_step(self, x, dead_mask)[0]
 
 
-def sparse_training_step(sae: SAE, x: Tensor, dead_mask: Tensor | None, main) -> tuple[TrainOutput, Tensor, Tensor]:
+def sparse_training_step(sae: SAE, x: Tensor, dead_mask: Tensor | None, main=None
+                         ) -> tuple[TrainOutput, Tensor, Tensor]:
     """Shared TopK/BatchTopK step on the sparse kernels: ``(TrainOutput, main_vals, main_idx)`` where ``main``
-    selects the active latents from the pre-activations (the AuxK part is appended when latents are dead)."""
+    selects the active latents from dense pre-activations, or None for each row's top ``cfg.k``
+    (:class:`~interp.kernels.TopKSelect`, which the native backend fuses with the encoder); the AuxK part is
+    appended when latents are dead."""
     sae._check_train_input(x, dead_mask)
     cfg = sae.cfg
     x = x.to(sae.W_enc.dtype)
     n_dead = int(dead_mask.sum()) if dead_mask is not None else 0
     k_aux = min(cfg.effective_aux_k, n_dead)
-    select = AuxSelector(main, dead_mask, k_aux)
+    select = TopKSelect(cfg.k, dead_mask, k_aux) if main is None else AuxSelector(main, dead_mask, k_aux)
     vals, idx = sparse_encode(x, sae.W_enc, sae.b_enc, sae.b_dec, select)
     main_vals, main_idx = vals[:, :select.n_main], idx[:, :select.n_main]
     x_hat = sparse_decode_autograd(main_vals, main_idx, sae.W_dec) + sae.b_dec

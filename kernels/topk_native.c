@@ -1,0 +1,373 @@
+/* Fused CPU kernels for k-sparse SAE training (float32), loaded through ctypes by native.py.
+ *
+ * topk_encode: per row b of xc [B, D], the k largest entries of pre[b] = xc[b] @ W + b_enc (W [D, L]) and, if asked,
+ * the k_aux largest among the "dead" latents, WITHOUT writing the dense [B, L] pre-activations: the rows are cut
+ * into tiles of R, the latents into blocks of BC; each thread computes one R x BC block of pre at a time into its
+ * own buffer (which stays in cache) with the BLAS of the process (torch's MKL; its function pointers come from the
+ * caller), then offers the block's entries to a running per-row selection (a k-entry min-heap whose root is the
+ * entry to beat; a vector compare against the root skips almost every entry). Ties: among equal values the lower
+ * latent index wins; NaN counts as larger than any number (as torch.topk). Each row's selection is returned
+ * sorted best first. Equivalent to ``torch.addmm(b_enc, xc, W).topk(k)`` up to how ties are broken.
+ *
+ * BLAS, two modes: MKL's packed API (cblas_sgemm_pack / cblas_sgemm_compute: xc's tiles and W's blocks are packed
+ * once per call, so the inner products run without re-packing a panel per block), or the standard Fortran sgemm_
+ * (any BLAS). Both are called from inside this file's OpenMP threads, with MKL's thread count set to 1 there.
+ *
+ * sparse_backward: one latent-major pass (entries sorted by a counting sort) giving the transposed sparse product
+ * out[l] = sum over the entries (b, j) with idx[b, j] == l of w[b, j] * X[b] (as [L, D] or [D, L]), its column sums,
+ * and, for a decoder, the latent gradient dots[b, j] = X[b] . Wd[idx[b, j]] from the same reads of X.
+ * gather_dot: out[b, j] = dy[b] . W[idx[b, j]].  project_rows: g[l] -= (g[l] . w[l] / |w[l]|^2) w[l].
+ * All arrays are C-contiguous unless a stride is passed. Return value: 0, or -1 for an index out of range.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+#define PRAGMA(x) _Pragma(#x)
+#ifdef _OPENMP
+#include <omp.h>
+#define THREAD_ID() omp_get_thread_num()
+#define OMP(x) PRAGMA(omp x)
+#else
+#define THREAD_ID() 0
+#define OMP(x)
+#endif
+#if defined(_OPENMP) || defined(SIMD_PRAGMAS)
+#define SIMD _Pragma("omp simd")
+#define SIMD_SUM(a) PRAGMA(omp simd reduction(+ : a))
+#define SIMD_SUM2(a, b) PRAGMA(omp simd reduction(+ : a, b))
+#else
+#define SIMD
+#define SIMD_SUM(a)
+#define SIMD_SUM2(a, b)
+#endif
+
+typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, const int *, const float *,
+                         const float *, const int *, const float *, const int *, const float *, float *, const int *);
+typedef size_t (*pack_size_fn)(int, int, int, int);
+typedef void (*pack_fn)(int, int, int, int, int, int, float, const float *, int, float *);
+typedef void (*compute_fn)(int, int, int, int, int, int, const float *, int, const float *, int, float, float *, int);
+typedef int (*threads_local_fn)(int);
+
+enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112, PACKED = 151, A_MATRIX = 161, B_MATRIX = 162 };
+
+/* ------------------------------------------------------------------------------------------- selection */
+/* a beats b: larger value, NaN above everything, lower index among equals */
+static inline int beats(float av, int64_t ai, float bv, int64_t bi) {
+    const int an = av != av, bn = bv != bv;
+    if (an || bn) return an && (!bn || ai < bi);
+    return av > bv || (av == bv && ai < bi);
+}
+
+static void sift_down(float *v, int64_t *ix, int64_t n, int64_t p) {
+    for (;;) {
+        int64_t c = 2 * p + 1, w = p;
+        if (c < n && beats(v[w], ix[w], v[c], ix[c])) w = c;
+        if (c + 1 < n && beats(v[w], ix[w], v[c + 1], ix[c + 1])) w = c + 1;
+        if (w == p) return;
+        const float tv = v[p]; v[p] = v[w]; v[w] = tv;
+        const int64_t ti = ix[p]; ix[p] = ix[w]; ix[w] = ti;
+        p = w;
+    }
+}
+
+/* Offer (x, i) to the selection of capacity k holding *n entries; the heap root is the entry to beat. */
+static inline void offer(float *v, int64_t *ix, int64_t k, int64_t *n, float x, int64_t i) {
+    if (*n < k) {
+        v[*n] = x; ix[*n] = i; (*n)++;
+        if (*n == k)
+            for (int64_t p = k / 2 - 1; p >= 0; p--) sift_down(v, ix, k, p);
+        return;
+    }
+    if (beats(x, i, v[0], ix[0])) { v[0] = x; ix[0] = i; sift_down(v, ix, k, 0); }
+}
+
+/* Best first: repeatedly move the root (the worst entry left) to the end. */
+static void sort_selection(float *v, int64_t *ix, int64_t k) {
+    for (int64_t end = k - 1; end > 0; end--) {
+        const float tv = v[0]; v[0] = v[end]; v[end] = tv;
+        const int64_t ti = ix[0]; ix[0] = ix[end]; ix[end] = ti;
+        sift_down(v, ix, end, 0);
+    }
+}
+
+/* Offer a row of len entries (latents c0 .. c0+len-1, increasing); once the selection is full, an entry is only
+ * looked at if it is not <= the root ("not <=" is also true for NaN). A later entry equal to the root never beats
+ * it (higher index), so the strict test loses nothing. */
+static void scan_row(const float *row, int64_t len, int64_t c0, float *v, int64_t *ix, int64_t k, int64_t *n) {
+    int64_t j = 0;
+    for (; j < len && *n < k; j++) offer(v, ix, k, n, row[j], c0 + j);
+#if defined(__AVX512F__)
+    __m512 thr = _mm512_set1_ps(v[0]);
+    for (; j + 16 <= len; j += 16) {
+        __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + j), thr, _CMP_NLE_UQ);
+        if (!m) continue;
+        while (m) {
+            const int t = __builtin_ctz(m);
+            m &= m - 1;
+            offer(v, ix, k, n, row[j + t], c0 + j + t);
+        }
+        thr = _mm512_set1_ps(v[0]);
+    }
+#elif defined(__AVX2__)
+    __m256 thr = _mm256_set1_ps(v[0]);
+    for (; j + 8 <= len; j += 8) {
+        int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(row + j), thr, _CMP_NLE_UQ));
+        if (!m) continue;
+        while (m) {
+            const int t = __builtin_ctz(m);
+            m &= m - 1;
+            offer(v, ix, k, n, row[j + t], c0 + j + t);
+        }
+        thr = _mm256_set1_ps(v[0]);
+    }
+#endif
+    for (; j < len; j++)
+        if (*n < k || !(row[j] <= v[0])) offer(v, ix, k, n, row[j], c0 + j);
+}
+
+/* ------------------------------------------------------------------------------------------- encoder */
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+typedef struct {
+    size_t c_buf, counts, a_pack, b_pack, total; /* byte offsets of each part in the workspace */
+} layout_t;
+
+/* Workspace: per thread an R x BC block buffer and 2R row counters; with MKL's packed API, every packed row tile
+ * of xc and every packed block of W. Offsets of packed parts are computed the same way here and in topk_encode. */
+static layout_t workspace_layout(int64_t B, int64_t D, int64_t L, int64_t R, int64_t BC, int n_threads,
+                                 pack_size_fn psize) {
+    layout_t lay;
+    size_t off = 0;
+    lay.c_buf = off;
+    off += round64((size_t)n_threads * R * BC * sizeof(float));
+    lay.counts = off;
+    off += round64((size_t)n_threads * 2 * R * sizeof(int64_t));
+    lay.a_pack = off;
+    if (psize) {
+        for (int64_t r0 = 0; r0 < B; r0 += R)
+            off += round64(psize(A_MATRIX, (int)min64(R, B - r0), (int)BC, (int)D));
+    }
+    lay.b_pack = off;
+    if (psize) {
+        for (int64_t c0 = 0; c0 < L; c0 += BC)
+            off += round64(psize(B_MATRIX, (int)R, (int)min64(BC, L - c0), (int)D));
+    }
+    lay.total = off;
+    return lay;
+}
+
+int64_t topk_encode_workspace(int64_t B, int64_t D, int64_t L, int64_t R, int64_t BC, int n_threads,
+                              void *pack_size) {
+    return (int64_t)workspace_layout(B, D, L, R, BC, n_threads, (pack_size_fn)pack_size).total;
+}
+
+/* xc [B, D] contiguous; W [D, L] with strides (ws0, ws1), one of them 1; b_enc [L]; vals/idx [B, k];
+ * dead: sorted latent indices (n_dead of them), aux_vals/aux_idx [B, k_aux] (k_aux 0: no aux selection).
+ * blas: sgemm (Fortran) is used when pack/compute are NULL. */
+int topk_encode(int64_t B, int64_t D, int64_t L, const float *xc, const float *W, int64_t ws0, int64_t ws1,
+                const float *b_enc, int64_t k, float *vals, int64_t *idx, const int64_t *dead, int64_t n_dead,
+                int64_t k_aux, float *aux_vals, int64_t *aux_idx, int64_t R, int64_t BC, char *work,
+                void *sgemm_p, void *pack_size_p, void *pack_p, void *compute_p, void *threads_local_p,
+                int n_threads) {
+    const sgemm_fn sgemm = (sgemm_fn)sgemm_p;
+    const pack_size_fn psize = (pack_size_fn)pack_size_p;
+    const pack_fn pack = (pack_fn)pack_p;
+    const compute_fn compute = (compute_fn)compute_p;
+    const threads_local_fn threads_local = (threads_local_fn)threads_local_p;
+    const int packed = psize && pack && compute;
+    const int w_trans = ws1 != 1; /* W stored latent-major: W[d, l] at W[l * ws1] */
+    const layout_t lay = workspace_layout(B, D, L, R, BC, n_threads, packed ? psize : NULL);
+    const int64_t n_tiles = (B + R - 1) / R, n_blocks = (L + BC - 1) / BC;
+    /* every packed tile / block but the last has the full size; offsets are multiples of these */
+    const size_t a_full = packed ? round64(psize(A_MATRIX, (int)R, (int)BC, (int)D)) : 0;
+    const size_t b_full = packed ? round64(psize(B_MATRIX, (int)R, (int)BC, (int)D)) : 0;
+    for (int64_t i = 0; i < n_dead; i++)
+        if (dead[i] < 0 || dead[i] >= L || (i && dead[i] <= dead[i - 1])) return -1;
+
+    OMP(parallel num_threads(n_threads))
+    {
+        const int old_threads = threads_local ? threads_local(1) : 0; /* MKL: one thread inside ours */
+        const int tid = THREAD_ID();
+        float *buf = (float *)(work + lay.c_buf) + (size_t)tid * R * BC;
+        int64_t *cnt = (int64_t *)(work + lay.counts) + (size_t)tid * 2 * R, *aux_cnt = cnt + R;
+        if (packed) {
+            OMP(for schedule(static) nowait)
+            for (int64_t t = 0; t < n_tiles; t++) {
+                const size_t off = lay.a_pack + t * a_full;
+                const int rows = (int)min64(R, B - t * R);
+                pack(ROW_MAJOR, A_MATRIX, NO_TRANS, rows, (int)BC, (int)D, 1.0f, xc + t * R * D, (int)D,
+                     (float *)(work + off));
+            }
+            OMP(for schedule(static))
+            for (int64_t c = 0; c < n_blocks; c++) {
+                const size_t off = lay.b_pack + c * b_full;
+                const int cols = (int)min64(BC, L - c * BC);
+                if (w_trans)
+                    pack(ROW_MAJOR, B_MATRIX, TRANS, (int)R, cols, (int)D, 1.0f, W + c * BC * ws1, (int)ws1,
+                         (float *)(work + off));
+                else
+                    pack(ROW_MAJOR, B_MATRIX, NO_TRANS, (int)R, cols, (int)D, 1.0f, W + c * BC, (int)ws0,
+                         (float *)(work + off));
+            }
+        }
+        OMP(for schedule(static))
+        for (int64_t t = 0; t < n_tiles; t++) {
+            const int64_t r0 = t * R, rows = min64(R, B - r0);
+            memset(cnt, 0, 2 * R * sizeof(int64_t));
+            const size_t a_off = lay.a_pack + t * a_full;
+            int64_t d_lo = 0;
+            for (int64_t c = 0; c < n_blocks; c++) {
+                const int64_t c0 = c * BC, cols = min64(BC, L - c0);
+                for (int64_t r = 0; r < rows; r++) memcpy(buf + r * cols, b_enc + c0, cols * sizeof(float));
+                const float one = 1.0f;
+                if (packed) {
+                    compute(ROW_MAJOR, PACKED, PACKED, (int)rows, (int)cols, (int)D, (const float *)(work + a_off),
+                            (int)D, (const float *)(work + lay.b_pack + c * b_full), (int)cols, 1.0f, buf,
+                            (int)cols);
+                } else { /* column-major view: buf^T [cols, rows] = W_block^T [cols, D] @ xc_tile^T [D, rows] */
+                    const int m = (int)cols, n = (int)rows, kk = (int)D, ldb = (int)D, ldc = (int)cols;
+                    if (w_trans) {
+                        const int lda = (int)ws1;
+                        sgemm("T", "N", &m, &n, &kk, &one, W + c0 * ws1, &lda, xc + r0 * D, &ldb, &one, buf, &ldc);
+                    } else {
+                        const int lda = (int)ws0;
+                        sgemm("N", "N", &m, &n, &kk, &one, W + c0, &lda, xc + r0 * D, &ldb, &one, buf, &ldc);
+                    }
+                }
+                for (int64_t r = 0; r < rows; r++)
+                    scan_row(buf + r * cols, cols, c0, vals + (r0 + r) * k, idx + (r0 + r) * k, k, &cnt[r]);
+                if (k_aux) {
+                    int64_t d_hi = d_lo;
+                    while (d_hi < n_dead && dead[d_hi] < c0 + cols) d_hi++;
+                    for (int64_t r = 0; r < rows; r++) {
+                        float *av = aux_vals + (r0 + r) * k_aux;
+                        int64_t *ai = aux_idx + (r0 + r) * k_aux;
+                        const float *row = buf + r * cols - c0;
+                        for (int64_t q = d_lo; q < d_hi; q++) {
+                            const float x = row[dead[q]];
+                            if (aux_cnt[r] < k_aux || !(x <= av[0])) offer(av, ai, k_aux, &aux_cnt[r], x, dead[q]);
+                        }
+                    }
+                    d_lo = d_hi;
+                }
+            }
+            for (int64_t r = 0; r < rows; r++) {
+                sort_selection(vals + (r0 + r) * k, idx + (r0 + r) * k, k);
+                if (k_aux) sort_selection(aux_vals + (r0 + r) * k_aux, aux_idx + (r0 + r) * k_aux, k_aux);
+            }
+        }
+        if (threads_local) threads_local(old_threads);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------- backward */
+#define CHUNK 16 /* latents per task; with a [D, L] output, a chunk's rows are written as 64-byte column runs */
+
+/* One latent's entries (order[q0..q1), positions into idx) in increasing (b, j) order:
+ * row[d] = sum_e w[e] X[b_e, d] (zero without entries), returns sum_e w[e]; if dots, dots[e] = X[b_e] . wrow. */
+static float latent_pass(const int64_t *order, int64_t q0, int64_t q1, int64_t K, int64_t D, const float *w,
+                         const float *X, int64_t xs, float *row, const float *wrow, float *dots) {
+    float s = 0.0f;
+    if (q0 == q1) {
+        memset(row, 0, D * sizeof(float));
+        return s;
+    }
+    for (int64_t q = q0; q < q1; q++) {
+        const int64_t e = order[q];
+        const float we = w[e];
+        const float *xe = X + (e / K) * xs;
+        if (q == q0) {
+            SIMD for (int64_t d = 0; d < D; d++) row[d] = we * xe[d];
+        } else {
+            SIMD for (int64_t d = 0; d < D; d++) row[d] += we * xe[d];
+        }
+        if (dots) {
+            float acc = 0.0f;
+            SIMD_SUM(acc) for (int64_t d = 0; d < D; d++) acc += xe[d] * wrow[d];
+            dots[e] = acc;
+        }
+        s += we;
+    }
+    return s;
+}
+
+/* The backward of the sparse products, latent-major. Entries e = (b, j) of idx [B, K] are sorted by latent with a
+ * stable counting sort; then for each latent l, over its entries in increasing (b, j) order:
+ *   out[l, :] = sum_e w[e] X[b_e, :]   (the transposed sparse product A^T X; out is [L, D], or [D, L] if out_t)
+ *   colsum[l] = sum_e w[e]              (if colsum)
+ *   dots[e]   = X[b_e, :] . Wd[l, :]    (if dots; Wd rows at stride wds; the latent gradient of a decoder)
+ * Every element of out is written. X rows at stride xs. work: L + 1 + B*K int64, then n_threads*CHUNK*D floats. */
+int sparse_backward(int64_t B, int64_t K, int64_t D, int64_t L, const int64_t *idx, const float *w,
+                    const float *X, int64_t xs, float *out, int out_t, float *colsum, const float *Wd, int64_t wds,
+                    float *dots, int64_t *work, int n_threads) {
+    int64_t *start = work, *order = work + L + 1;
+    float *tmp_all = (float *)(work + L + 1 + B * K);
+    const int64_t n = B * K;
+    memset(start, 0, (L + 1) * sizeof(int64_t));
+    for (int64_t e = 0; e < n; e++) {
+        if (idx[e] < 0 || idx[e] >= L) return -1;
+        start[idx[e] + 1]++;
+    }
+    for (int64_t l = 0; l < L; l++) start[l + 1] += start[l];
+    for (int64_t e = 0; e < n; e++) order[start[idx[e]]++] = e; /* advances start[l] to start[l + 1] ... */
+    for (int64_t l = L; l > 0; l--) start[l] = start[l - 1];    /* ... so shift it back */
+    start[0] = 0;
+
+    const int64_t n_chunks = (L + CHUNK - 1) / CHUNK;
+    OMP(parallel for schedule(dynamic, 4) num_threads(n_threads))
+    for (int64_t c = 0; c < n_chunks; c++) {
+        const int64_t l0 = c * CHUNK, nl = min64(CHUNK, L - l0);
+        float *tmp = tmp_all + (size_t)THREAD_ID() * CHUNK * D;
+        for (int64_t t = 0; t < nl; t++) {
+            const int64_t l = l0 + t;
+            float *row = out_t ? tmp + t * D : out + l * D;
+            const float s = latent_pass(order, start[l], start[l + 1], K, D, w, X, xs, row,
+                                        dots ? Wd + l * wds : NULL, dots);
+            if (colsum) colsum[l] = s;
+        }
+        if (out_t)
+            for (int64_t d = 0; d < D; d++) {
+                float *dst = out + d * L + l0;
+                for (int64_t t = 0; t < nl; t++) dst[t] = tmp[t * D + d];
+            }
+    }
+    return 0;
+}
+
+/* out [B, K]: dy [B, D] (row stride dys) dotted with rows idx of W [L, D] (row stride wsr). */
+int gather_dot(int64_t B, int64_t K, int64_t D, int64_t L, const float *dy, int64_t dys, const int64_t *idx,
+               const float *W, int64_t wsr, float *out, int n_threads) {
+    int bad = 0;
+    OMP(parallel for schedule(static) num_threads(n_threads) reduction(|| : bad))
+    for (int64_t b = 0; b < B; b++) {
+        const float *y = dy + b * dys;
+        for (int64_t j = 0; j < K; j++) {
+            const int64_t l = idx[b * K + j];
+            if (l < 0 || l >= L) { bad = 1; out[b * K + j] = 0.0f; continue; }
+            const float *wr = W + l * wsr;
+            float acc = 0.0f;
+            SIMD_SUM(acc) for (int64_t d = 0; d < D; d++) acc += y[d] * wr[d];
+            out[b * K + j] = acc;
+        }
+    }
+    return bad ? -1 : 0;
+}
+
+/* g[l] -= (g[l] . w[l]) / max(|w[l]|^2, tiny) * w[l] for each of the L rows (one pass over g and w). */
+void project_rows(int64_t L, int64_t D, float *g, const float *w, float tiny, int n_threads) {
+    OMP(parallel for schedule(static) num_threads(n_threads))
+    for (int64_t l = 0; l < L; l++) {
+        float *gr = g + l * D;
+        const float *wr = w + l * D;
+        float dot = 0.0f, nn = 0.0f;
+        SIMD_SUM2(dot, nn) for (int64_t d = 0; d < D; d++) { dot += gr[d] * wr[d]; nn += wr[d] * wr[d]; }
+        const float coef = dot / (nn > tiny ? nn : tiny);
+        SIMD for (int64_t d = 0; d < D; d++) gr[d] -= coef * wr[d];
+    }
+}

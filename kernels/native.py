@@ -3,6 +3,8 @@
 - :func:`topk_encode`: each row's top-k encoder pre-activations (and the top ``k_aux`` among dead latents) with
   the dense ``[batch, d_sae]`` matrix never written: column blocks of ``W_enc`` go through the BLAS of the process
   (torch's MKL) into a per-thread block buffer that stays in cache, followed by a running per-row selection.
+- :func:`batch_topk_encode`: the same for BatchTopK's selection over the whole batch (a per-thread candidate pool
+  cut to the best n by quickselect whenever it fills, then merged).
 - :func:`scatter_outer`, :func:`gather_dot`: the sparse backward products (same signatures as
   :mod:`interp.kernels.reference`); :func:`sparse_decode` is the torch one (``embedding_bag``).
   :func:`decode_backward` and :func:`encode_backward` compute a decoder's / an encoder's gradients in one
@@ -38,7 +40,7 @@ from torch import Tensor
 from interp._native_build import build_library
 from interp.kernels import cpu_ops
 
-__all__ = ["available", "decode_backward", "encode_backward", "encoder_available", "gather_dot",
+__all__ = ["available", "batch_topk_encode", "decode_backward", "encode_backward", "encoder_available", "gather_dot",
            "project_out_parallel_", "scatter_outer", "sparse_decode", "topk_encode"]
 
 ROW_TILE = 512
@@ -75,9 +77,9 @@ def _build(target: tuple[str, ...] | None = None, out_dir: Path | None = None) -
     source = resources.files("interp.kernels").joinpath("topk_native.c").read_bytes()
     lib = ctypes.CDLL(str(build_library(source, "topk_native", target, out_dir)))
     i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-    lib.topk_encode_workspace.argtypes = [i64] * 5 + [i32, ptr]
+    lib.topk_encode_workspace.argtypes = [i64] * 5 + [i32, ptr, i64]
     lib.topk_encode_workspace.restype = i64
-    lib.topk_encode.argtypes = [i64] * 3 + [ptr] * 2 + [i64] * 2 + [ptr, i64, ptr, ptr, ptr, i64, i64, ptr, ptr,
+    lib.topk_encode.argtypes = [i64] * 3 + [ptr] * 2 + [i64] * 2 + [ptr, i64, i64, ptr, ptr, ptr, i64, i64, ptr, ptr,
                                                                     i64, i64, ptr] + [ptr] * 5 + [i32]
     lib.topk_encode.restype = i32
     lib.sparse_backward.argtypes = [i64] * 4 + [ptr] * 3 + [i64, ptr, i32, ptr, ptr, i64, ptr, ptr, i32]
@@ -185,6 +187,32 @@ def topk_encode(xc: Float[Tensor, "batch d_in"], W_enc: Float[Tensor, "d_in d_sa
     ``dead``: sorted latent indices (``dead_mask.nonzero()[:, 0]``); the aux part is None when ``k_aux`` is 0.
     ``blas_mode``: "packed" or "sgemm" to force one (tests); default the best found. float32 CPU tensors only.
     """
+    L = W_enc.shape[-1]
+    if not 0 < k <= L:
+        raise ValueError(f"k must be in [1, d_sae={L}], got {k}")
+    vals = xc.new_empty(xc.shape[0], k)
+    idx = torch.empty(xc.shape[0], k, dtype=torch.int64)
+    return (vals, idx, *_encode(xc, W_enc, b_enc, k, 0, vals, idx, dead, k_aux, blas_mode))
+
+
+def batch_topk_encode(xc: Float[Tensor, "batch d_in"], W_enc: Float[Tensor, "d_in d_sae"],
+                      b_enc: Float[Tensor, " d_sae"], n: int, dead: Int[Tensor, " n_dead"] | None = None,
+                      k_aux: int = 0, *, blas_mode: str | None = None
+                      ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """``(vals [n], flat_idx [n], aux_vals [B, k_aux], aux_idx [B, k_aux])``: the n largest entries of the whole
+    pre-activation matrix, in increasing flat index ``b * d_sae + l``; equivalent to
+    ``torch.addmm(b_enc, xc, W_enc).flatten().topk(n)`` re-sorted by index, with ties to the lower flat index and
+    the matrix never materialised (BatchTopK, Bussmann et al. 2024). The aux part as in :func:`topk_encode`."""
+    B, L = xc.shape[0], W_enc.shape[-1]
+    if not 0 < n <= B * L:
+        raise ValueError(f"n must be in [1, batch * d_sae = {B * L}], got {n}")
+    vals = xc.new_empty(n)
+    idx = torch.empty(n, dtype=torch.int64)
+    return (vals, idx, *_encode(xc, W_enc, b_enc, 0, n, vals, idx, dead, k_aux, blas_mode))
+
+
+def _encode(xc, W_enc, b_enc, k, n_sel, vals, idx, dead, k_aux, blas_mode):
+    """Checks and runs ``topk_encode`` of topk_native.c; returns the aux part ``(aux_vals, aux_idx)``."""
     lib = require()
     found = blas()
     mode = blas_mode or found.mode
@@ -198,8 +226,6 @@ def topk_encode(xc: Float[Tensor, "batch d_in"], W_enc: Float[Tensor, "d_in d_sa
                          f"{tuple(W_enc.shape)}, {tuple(b_enc.shape)}")
     B, D = xc.shape
     L = W_enc.shape[1]
-    if not 0 < k <= L:
-        raise ValueError(f"k must be in [1, d_sae={L}], got {k}")
     n_dead = 0 if dead is None else dead.numel()
     if not 0 <= k_aux <= n_dead:
         raise ValueError(f"k_aux must be in [0, number of dead latents = {n_dead}], got {k_aux}")
@@ -215,25 +241,21 @@ def topk_encode(xc: Float[Tensor, "batch d_in"], W_enc: Float[Tensor, "d_in d_sa
     rows = min(ROW_TILE, max(16, -(-per_thread // 16) * 16))
     packed = mode == "packed"
     pack_size = found.pack_size if packed else 0
-    nbytes = lib.topk_encode_workspace(B, D, L, rows, COL_BLOCK, threads, pack_size or None)
-    work = _workspace(nbytes)
-    vals = xc.new_empty(B, k)
-    idx = torch.empty(B, k, dtype=torch.int64)
-    aux_vals = aux_idx = None
-    dead_c = None
+    work = _workspace(lib.topk_encode_workspace(B, D, L, rows, COL_BLOCK, threads, pack_size or None, n_sel))
+    aux_vals = aux_idx = dead_c = None
     if k_aux:
         dead_c = dead.to(torch.int64).contiguous()
         aux_vals = xc.new_empty(B, k_aux)
         aux_idx = torch.empty(B, k_aux, dtype=torch.int64)
-    rc = lib.topk_encode(B, D, L, xc.data_ptr(), W_enc.data_ptr(), ws0, ws1, b_enc.data_ptr(), k, vals.data_ptr(),
-                         idx.data_ptr(), dead_c.data_ptr() if k_aux else None, n_dead if k_aux else 0, k_aux,
-                         aux_vals.data_ptr() if k_aux else None, aux_idx.data_ptr() if k_aux else None, rows,
-                         COL_BLOCK, work.data_ptr(), found.sgemm or None, pack_size or None,
-                         (found.pack if packed else 0) or None, (found.compute if packed else 0) or None,
-                         found.threads_local or None, threads)
+    rc = lib.topk_encode(B, D, L, xc.data_ptr(), W_enc.data_ptr(), ws0, ws1, b_enc.data_ptr(), k, n_sel,
+                         vals.data_ptr(), idx.data_ptr(), dead_c.data_ptr() if k_aux else None,
+                         n_dead if k_aux else 0, k_aux, aux_vals.data_ptr() if k_aux else None,
+                         aux_idx.data_ptr() if k_aux else None, rows, COL_BLOCK, work.data_ptr(), found.sgemm or None,
+                         pack_size or None, (found.pack if packed else 0) or None,
+                         (found.compute if packed else 0) or None, found.threads_local or None, threads)
     if rc != 0:
         raise ValueError(f"dead must hold sorted, distinct latent indices in [0, {L}), got {dead}")
-    return vals, idx, aux_vals, aux_idx
+    return aux_vals, aux_idx
 
 
 def _empty_rows(n_rows: int, D: int) -> Tensor:

@@ -5,8 +5,9 @@ six large products touch only the K selected latents per row: decoder forward (`
 (``gather_dot``), decoder-weight gradient and encoder-weight gradient (``scatter_outer``), and input gradient
 (``sparse_decode`` on ``W_enc.T``). The ops come from :func:`interp.kernels.backend.ops_for`.
 
-The encoder forward is dense, but its ``[B, L]`` result need not be stored: with a :class:`TopKSelect` selector and
-the native backend, :func:`interp.kernels.native.topk_encode` computes it block by block inside the selection.
+The encoder forward is dense, but its ``[B, L]`` result need not be stored: with a
+:class:`~interp.kernels.selectors.FusedSelector` (TopK, BatchTopK) on the native backend, the C kernel computes it
+block by block inside the selection (:mod:`interp.kernels.native`).
 """
 
 from __future__ import annotations
@@ -17,48 +18,12 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from interp.kernels import native
-from interp.kernels.backend import backend_name, ops_for
+from interp.kernels.backend import ops_for
+from interp.kernels.selectors import FusedSelector
 
 Selector = Callable[[Tensor], tuple[Tensor, Tensor]]
 """``select(pre [B, L]) -> (vals [B, K], idx [B, K])``: the kept activations (zero for padding) and their latents;
 d vals / d pre[idx] is 1 where vals != 0 and 0 elsewhere (TopK followed by ReLU)."""
-
-
-class TopKSelect:
-    """Selector: each row's ``k`` largest pre-activations, then, if ``k_aux`` > 0, the ``k_aux`` largest among the
-    latents of ``dead_mask`` (AuxK, Gao et al. 2024, App. A.2), ReLU applied after the selection;
-    ``vals[:, :k]`` / ``idx[:, :k]`` are the main part (``n_main`` = k).
-
-    Called on dense pre-activations it runs ``torch.topk`` (ties in torch's unspecified order). :func:`sparse_encode`
-    instead runs :meth:`fused` where the native backend applies: the same selection with the dense matrix never
-    stored, ties going to the lower latent index.
-    """
-
-    def __init__(self, k: int, dead_mask: Tensor | None = None, k_aux: int = 0) -> None:
-        self.k, self.n_main, self.k_aux = k, k, k_aux
-        self.dead = None if dead_mask is None or k_aux == 0 else dead_mask.nonzero()[:, 0]
-
-    def __call__(self, pre: Tensor) -> tuple[Tensor, Tensor]:
-        vals, idx = pre.topk(self.k, dim=-1, sorted=False)
-        vals.relu_()
-        if self.dead is None:
-            return vals, idx
-        aux_vals, aux_pos = pre.index_select(1, self.dead).topk(self.k_aux, dim=-1, sorted=False)
-        return torch.cat([vals, aux_vals.relu_()], 1), torch.cat([idx, self.dead[aux_pos]], 1)
-
-    def fused(self, xc: Tensor, W_enc: Tensor, b_enc: Tensor) -> tuple[Tensor, Tensor]:
-        """``self(torch.addmm(b_enc, xc, W_enc))`` by :func:`interp.kernels.native.topk_encode`."""
-        vals, idx, aux_vals, aux_idx = native.topk_encode(xc, W_enc, b_enc, self.k, self.dead, self.k_aux)
-        vals.relu_()
-        if aux_vals is None:
-            return vals, idx
-        return torch.cat([vals, aux_vals.relu_()], 1), torch.cat([idx, aux_idx], 1)
-
-    def fuses(self, xc: Tensor, W_enc: Tensor, b_enc: Tensor) -> bool:
-        """Whether :func:`sparse_encode` runs :meth:`fused` for these tensors."""
-        return (backend_name(W_enc) == "native" and all(t.dtype == torch.float32 and t.device.type == "cpu"
-                                                         for t in (xc, W_enc, b_enc)) and native.encoder_available())
 
 
 class _SparseDecode(Function):
@@ -94,7 +59,7 @@ class _SparseEncode(Function):
     def forward(ctx, x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor, select: Selector):
         xc = x - b_dec
         with torch.no_grad():
-            if isinstance(select, TopKSelect) and select.fuses(xc, W_enc, b_enc):
+            if isinstance(select, FusedSelector) and select.fuses(xc, W_enc, b_enc):
                 vals, idx = select.fused(xc, W_enc, b_enc)
             else:
                 pre = torch.addmm(b_enc, xc, W_enc)
@@ -129,7 +94,7 @@ def sparse_encode(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor, select
     """``select((x - b_dec) @ W_enc + b_enc)`` with a backward that touches only the selected latents.
 
     Differentiable in x, W_enc, b_enc and b_dec; the dense ``[B, L]`` pre-activations are freed after selection,
-    or, for a :class:`TopKSelect` on the native backend, never stored (:meth:`TopKSelect.fused`).
+    or, for a :class:`~interp.kernels.selectors.FusedSelector` on the native backend, never stored.
     """
     if x.ndim != 2 or W_enc.ndim != 2 or x.shape[1] != W_enc.shape[0]:
         raise ValueError(f"x must be [B, {W_enc.shape[0]}] for W_enc {tuple(W_enc.shape)}, got {tuple(x.shape)}")

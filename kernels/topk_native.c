@@ -21,6 +21,8 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -129,18 +131,141 @@ static void scan_row(const float *row, int64_t len, int64_t c0, float *v, int64_
         if (*n < k || !(row[j] <= v[0])) offer(v, ix, k, n, row[j], c0 + j);
 }
 
+/* Batch-wide selection (BatchTopK): each thread appends the entries that beat its threshold to an unordered pool
+ * of capacity 2 n; a full pool keeps its n best (quickselect) and their worst becomes the threshold, so every entry
+ * costs O(1) amortised. Entries are keyed by (value, flat index b * L + l): lower flat index wins among equals. */
+static inline void swap_entry(float *v, int64_t *ix, int64_t a, int64_t b) {
+    const float tv = v[a]; v[a] = v[b]; v[b] = tv;
+    const int64_t ti = ix[a]; ix[a] = ix[b]; ix[b] = ti;
+}
+
+/* Reorder so that entry nth is the (nth+1)-th best, every entry before it beats it and it beats every entry after
+ * (keys are distinct: the indices are). Iterative quickselect, median-of-three pivot. */
+static void select_best(float *v, int64_t *ix, int64_t n, int64_t nth) {
+    int64_t lo = 0, hi = n - 1;
+    while (hi > lo) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (beats(v[mid], ix[mid], v[lo], ix[lo])) swap_entry(v, ix, lo, mid);
+        if (beats(v[hi], ix[hi], v[lo], ix[lo])) swap_entry(v, ix, lo, hi);
+        if (beats(v[hi], ix[hi], v[mid], ix[mid])) swap_entry(v, ix, mid, hi);
+        const float pv = v[mid];
+        const int64_t pi = ix[mid];
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (beats(v[i], ix[i], pv, pi)) i++;
+            while (beats(pv, pi, v[j], ix[j])) j--;
+            if (i <= j) swap_entry(v, ix, i++, j--);
+        }
+        if (nth <= j) hi = j;
+        else if (nth >= i) lo = i;
+        else return;
+    }
+}
+
+typedef struct {
+    float *v;
+    int64_t *ix;
+    int64_t n, keep, cap; /* cap = 2 keep */
+    int full;             /* the pool has been cut to its best `keep` at least once: (tv, ti) is the bar */
+    float tv;
+    int64_t ti;
+} pool_t;
+
+static void pool_offer(pool_t *p, float x, int64_t fi) {
+    if (p->full && !beats(x, fi, p->tv, p->ti)) return;
+    p->v[p->n] = x;
+    p->ix[p->n] = fi;
+    if (++p->n < p->cap) return;
+    select_best(p->v, p->ix, p->n, p->keep - 1);
+    p->n = p->keep;
+    p->full = 1;
+    p->tv = p->v[p->keep - 1];
+    p->ti = p->ix[p->keep - 1];
+}
+
+/* Offer a row of the block (flat indices f0 .. f0+len-1); only entries not below the bar are looked at. */
+static void pool_scan(pool_t *p, const float *row, int64_t len, int64_t f0) {
+    int64_t j = 0;
+#if defined(__AVX512F__)
+    while (j + 16 <= len) {
+        const __m512 bar = _mm512_set1_ps(p->full ? p->tv : -INFINITY);
+        __mmask16 m = p->full ? _mm512_cmp_ps_mask(_mm512_loadu_ps(row + j), bar, _CMP_NLT_UQ) : 0xFFFF;
+        while (m) {
+            const int t = __builtin_ctz(m);
+            m &= m - 1;
+            pool_offer(p, row[j + t], f0 + j + t);
+        }
+        j += 16;
+    }
+#endif
+    for (; j < len; j++)
+        if (!p->full || !(row[j] < p->tv)) pool_offer(p, row[j], f0 + j);
+}
+
+/* Sort n (index, value) pairs by index: insertion sort for short runs, heap sort otherwise. */
+static void sift_index(int64_t *ix, float *v, int64_t n, int64_t p) {
+    for (;;) {
+        int64_t c = 2 * p + 1, w = p;
+        if (c < n && ix[c] > ix[w]) w = c;
+        if (c + 1 < n && ix[c + 1] > ix[w]) w = c + 1;
+        if (w == p) return;
+        swap_entry(v, ix, p, w);
+        p = w;
+    }
+}
+
+static void sort_by_index(int64_t *ix, float *v, int64_t n) {
+    if (n <= 32) {
+        for (int64_t a = 1; a < n; a++)
+            for (int64_t b = a; b > 0 && ix[b - 1] > ix[b]; b--) swap_entry(v, ix, b - 1, b);
+        return;
+    }
+    for (int64_t p = n / 2 - 1; p >= 0; p--) sift_index(ix, v, n, p);
+    for (int64_t end = n - 1; end > 0; end--) {
+        swap_entry(v, ix, 0, end);
+        sift_index(ix, v, end, 0);
+    }
+}
+
+/* After the scan: the threads' pools (counts stored after their entries) hold every candidate; keep the n_sel best
+ * of their union and write them to vals/idx in increasing flat index (a counting sort by row, then each row). */
+static void merge_pools(int64_t B, int64_t L, int64_t n_sel, float *pv, int64_t *pi, int n_threads, float *vals,
+                        int64_t *idx) {
+    const int64_t *pool_n = pi + (size_t)n_threads * 2 * n_sel;
+    int64_t *row_start = pi + (size_t)n_threads * 2 * n_sel + n_threads;
+    int64_t total = 0;
+    for (int t = 0; t < n_threads; t++) {
+        memmove(pv + total, pv + (size_t)t * 2 * n_sel, pool_n[t] * sizeof(float));
+        memmove(pi + total, pi + (size_t)t * 2 * n_sel, pool_n[t] * sizeof(int64_t));
+        total += pool_n[t];
+    }
+    if (total > n_sel) select_best(pv, pi, total, n_sel - 1);
+    memset(row_start, 0, (B + 1) * sizeof(int64_t));
+    for (int64_t q = 0; q < n_sel; q++) row_start[pi[q] / L + 1]++;
+    for (int64_t b = 0; b < B; b++) row_start[b + 1] += row_start[b];
+    for (int64_t q = 0; q < n_sel; q++) {
+        const int64_t pos = row_start[pi[q] / L]++;
+        idx[pos] = pi[q];
+        vals[pos] = pv[q];
+    }
+    for (int64_t b = B; b > 0; b--) row_start[b] = row_start[b - 1];
+    row_start[0] = 0;
+    for (int64_t b = 0; b < B; b++)
+        sort_by_index(idx + row_start[b], vals + row_start[b], row_start[b + 1] - row_start[b]);
+}
+
 /* ------------------------------------------------------------------------------------------- encoder */
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 typedef struct {
-    size_t c_buf, counts, a_pack, b_pack, total; /* byte offsets of each part in the workspace */
+    size_t c_buf, counts, a_pack, b_pack, pool_v, pool_i, total; /* byte offsets of each part in the workspace */
 } layout_t;
 
 /* Workspace: per thread an R x BC block buffer and 2R row counters; with MKL's packed API, every packed row tile
  * of xc and every packed block of W. Offsets of packed parts are computed the same way here and in topk_encode. */
 static layout_t workspace_layout(int64_t B, int64_t D, int64_t L, int64_t R, int64_t BC, int n_threads,
-                                 pack_size_fn psize) {
+                                 pack_size_fn psize, int64_t n_sel) {
     layout_t lay;
     size_t off = 0;
     lay.c_buf = off;
@@ -157,22 +282,31 @@ static layout_t workspace_layout(int64_t B, int64_t D, int64_t L, int64_t R, int
         for (int64_t c0 = 0; c0 < L; c0 += BC)
             off += round64(psize(B_MATRIX, (int)R, (int)min64(BC, L - c0), (int)D));
     }
+    /* batch-wide selection: one pool of 2 n_sel entries per thread (values, then flat indices) */
+    lay.pool_v = off;
+    off += round64((size_t)n_threads * 2 * n_sel * sizeof(float));
+    lay.pool_i = off;
+    off += round64((size_t)n_threads * 2 * n_sel * sizeof(int64_t) +
+                   (n_sel ? (size_t)(n_threads + B + 1) * sizeof(int64_t) : 0)); /* + pool counts, row starts */
     lay.total = off;
     return lay;
 }
 
 int64_t topk_encode_workspace(int64_t B, int64_t D, int64_t L, int64_t R, int64_t BC, int n_threads,
-                              void *pack_size) {
-    return (int64_t)workspace_layout(B, D, L, R, BC, n_threads, (pack_size_fn)pack_size).total;
+                              void *pack_size, int64_t n_sel) {
+    return (int64_t)workspace_layout(B, D, L, R, BC, n_threads, (pack_size_fn)pack_size, n_sel).total;
 }
 
-/* xc [B, D] contiguous; W [D, L] with strides (ws0, ws1), one of them 1; b_enc [L]; vals/idx [B, k];
- * dead: sorted latent indices (n_dead of them), aux_vals/aux_idx [B, k_aux] (k_aux 0: no aux selection).
- * blas: sgemm (Fortran) is used when pack/compute are NULL. */
+/* xc [B, D] contiguous; W [D, L] with strides (ws0, ws1), one of them 1; b_enc [L].
+ * Per-row selection (n_sel 0): vals/idx [B, k], each row best first.
+ * Batch-wide selection (n_sel > 0, k ignored): the n_sel best entries of the whole [B, L] matrix into
+ * vals/idx [n_sel] as values and flat indices b * L + l, in increasing flat index.
+ * dead: sorted latent indices (n_dead of them), aux_vals/aux_idx [B, k_aux] per row (k_aux 0: none).
+ * blas: sgemm (Fortran) is used when pack/compute are NULL. Returns -1 for bad dead indices. */
 int topk_encode(int64_t B, int64_t D, int64_t L, const float *xc, const float *W, int64_t ws0, int64_t ws1,
-                const float *b_enc, int64_t k, float *vals, int64_t *idx, const int64_t *dead, int64_t n_dead,
-                int64_t k_aux, float *aux_vals, int64_t *aux_idx, int64_t R, int64_t BC, char *work,
-                void *sgemm_p, void *pack_size_p, void *pack_p, void *compute_p, void *threads_local_p,
+                const float *b_enc, int64_t k, int64_t n_sel, float *vals, int64_t *idx, const int64_t *dead,
+                int64_t n_dead, int64_t k_aux, float *aux_vals, int64_t *aux_idx, int64_t R, int64_t BC,
+                char *work, void *sgemm_p, void *pack_size_p, void *pack_p, void *compute_p, void *threads_local_p,
                 int n_threads) {
     const sgemm_fn sgemm = (sgemm_fn)sgemm_p;
     const pack_size_fn psize = (pack_size_fn)pack_size_p;
@@ -181,7 +315,7 @@ int topk_encode(int64_t B, int64_t D, int64_t L, const float *xc, const float *W
     const threads_local_fn threads_local = (threads_local_fn)threads_local_p;
     const int packed = psize && pack && compute;
     const int w_trans = ws1 != 1; /* W stored latent-major: W[d, l] at W[l * ws1] */
-    const layout_t lay = workspace_layout(B, D, L, R, BC, n_threads, packed ? psize : NULL);
+    const layout_t lay = workspace_layout(B, D, L, R, BC, n_threads, packed ? psize : NULL, n_sel);
     const int64_t n_tiles = (B + R - 1) / R, n_blocks = (L + BC - 1) / BC;
     /* every packed tile / block but the last has the full size; offsets are multiples of these */
     const size_t a_full = packed ? round64(psize(A_MATRIX, (int)R, (int)BC, (int)D)) : 0;
@@ -195,6 +329,8 @@ int topk_encode(int64_t B, int64_t D, int64_t L, const float *xc, const float *W
         const int tid = THREAD_ID();
         float *buf = (float *)(work + lay.c_buf) + (size_t)tid * R * BC;
         int64_t *cnt = (int64_t *)(work + lay.counts) + (size_t)tid * 2 * R, *aux_cnt = cnt + R;
+        pool_t pool = {(float *)(work + lay.pool_v) + (size_t)tid * 2 * n_sel,
+                       (int64_t *)(work + lay.pool_i) + (size_t)tid * 2 * n_sel, 0, n_sel, 2 * n_sel, 0, 0.0f, 0};
         if (packed) {
             OMP(for schedule(static) nowait)
             for (int64_t t = 0; t < n_tiles; t++) {
@@ -239,8 +375,11 @@ int topk_encode(int64_t B, int64_t D, int64_t L, const float *xc, const float *W
                         sgemm("N", "N", &m, &n, &kk, &one, W + c0, &lda, xc + r0 * D, &ldb, &one, buf, &ldc);
                     }
                 }
-                for (int64_t r = 0; r < rows; r++)
-                    scan_row(buf + r * cols, cols, c0, vals + (r0 + r) * k, idx + (r0 + r) * k, k, &cnt[r]);
+                if (n_sel)
+                    for (int64_t r = 0; r < rows; r++) pool_scan(&pool, buf + r * cols, cols, (r0 + r) * L + c0);
+                else
+                    for (int64_t r = 0; r < rows; r++)
+                        scan_row(buf + r * cols, cols, c0, vals + (r0 + r) * k, idx + (r0 + r) * k, k, &cnt[r]);
                 if (k_aux) {
                     int64_t d_hi = d_lo;
                     while (d_hi < n_dead && dead[d_hi] < c0 + cols) d_hi++;
@@ -257,12 +396,15 @@ int topk_encode(int64_t B, int64_t D, int64_t L, const float *xc, const float *W
                 }
             }
             for (int64_t r = 0; r < rows; r++) {
-                sort_selection(vals + (r0 + r) * k, idx + (r0 + r) * k, k);
+                if (!n_sel) sort_selection(vals + (r0 + r) * k, idx + (r0 + r) * k, k);
                 if (k_aux) sort_selection(aux_vals + (r0 + r) * k_aux, aux_idx + (r0 + r) * k_aux, k_aux);
             }
         }
+        if (n_sel) ((int64_t *)(work + lay.pool_i))[(size_t)n_threads * 2 * n_sel + tid] = pool.n;
         if (threads_local) threads_local(old_threads);
     }
+    if (n_sel) merge_pools(B, L, n_sel, (float *)(work + lay.pool_v), (int64_t *)(work + lay.pool_i), n_threads,
+                           vals, idx);
     return 0;
 }
 

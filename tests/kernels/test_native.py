@@ -8,7 +8,16 @@ import pytest
 import torch
 
 from interp._native_build import compiler
-from interp.kernels import ENV_VAR, TopKSelect, backend_name, native, reference, sparse_decode_autograd, sparse_encode
+from interp.kernels import (
+    ENV_VAR,
+    BatchTopKSelect,
+    TopKSelect,
+    backend_name,
+    native,
+    reference,
+    sparse_decode_autograd,
+    sparse_encode,
+)
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no C compiler: the native kernels cannot be built here")
 
@@ -63,6 +72,27 @@ def test_topk_encode_exact_with_ties(small_blocks, B, D, L, K, blas_mode, layout
     if k_aux:
         v, pos = _lowest_index_topk(pre[:, dead], k_aux)
         assert torch.equal(aux_vals, v) and torch.equal(aux_idx, dead[pos])
+
+
+@pytest.mark.parametrize("B,D,L,K", SIZES)
+@pytest.mark.parametrize("blas_mode", ["packed", "sgemm"])
+def test_batch_topk_encode_exact_with_ties(small_blocks, B, D, L, K, blas_mode):
+    """BatchTopK's selection over the whole batch: the K * B largest entries, ties to the lower flat index, returned
+    in increasing flat index; the same with one and two threads (the per-thread pools are merged)."""
+    gen = torch.Generator().manual_seed(B * 7 + L)
+    x, W, b = _int_inputs(B, D, L, gen)
+    flat = torch.addmm(b, x, W).flatten()
+    want = torch.sort(flat, descending=True, stable=True).indices[:K * B].sort().values
+    threads = torch.get_num_threads()
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            vals, idx, _, _ = native.batch_topk_encode(x, W, b, K * B, blas_mode=blas_mode)
+            assert torch.equal(idx, want) and torch.equal(vals, flat[want])
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match="n must be"):
+        native.batch_topk_encode(x, W, b, B * L + 1)
 
 
 def test_topk_encode_random_floats(small_blocks):
@@ -161,15 +191,21 @@ def test_project_out_parallel():
 
 
 @pytest.mark.parametrize("dead", [None, 0.5])
-def test_sparse_step_native_equals_torch_backend(monkeypatch, small_blocks, dead):
+@pytest.mark.parametrize("selector", [TopKSelect, BatchTopKSelect])
+def test_sparse_step_native_equals_torch_backend(monkeypatch, small_blocks, dead, selector):
     """The fused encoder + native backward against the torch backend (dense addmm + topk, torch ops) on integer
-    inputs, where both select the same latents (no ties at the boundary: distinct values per row)."""
+    inputs, where both select the same latents."""
     B, D, L, K = 37, 8, 200, 5
     gen = torch.Generator().manual_seed(11)
+    # pre[b, l] = (integer, |.| <= 84) + b / 64 + 256 * perm(l): exact in float32 (< 2^22 in 1/64 steps) and all
+    # distinct, so the selection is unique in both paths
     x = torch.randint(-3, 4, (B, D), generator=gen).float()
+    x[:, 0] = torch.arange(B) / 64
     W_enc = torch.randint(-3, 4, (D, L), generator=gen).float()
-    b_enc = torch.randperm(L, generator=gen).float() * 64  # distinct, far apart: every row's order is strict
+    W_enc[0] = 1
+    b_enc = torch.randperm(L, generator=gen).float() * 256
     b_dec = torch.randint(-1, 2, (D,), generator=gen).float()
+    b_dec[0] = 0
     W_dec = torch.randn(L, D, generator=gen)
     mask = None if dead is None else torch.rand(L, generator=gen) < dead
     runs = {}
@@ -177,7 +213,7 @@ def test_sparse_step_native_equals_torch_backend(monkeypatch, small_blocks, dead
         monkeypatch.setenv(ENV_VAR, backend)
         leaves = [t.clone().requires_grad_(True) for t in (x, W_enc, b_enc, b_dec, W_dec)]
         xl, we, be, bd, wd = leaves
-        select = TopKSelect(K, mask, 0 if mask is None else 7)
+        select = selector(K, mask, 0 if mask is None else 7)
         vals, idx = sparse_encode(xl, we, be, bd, select)
         out = sparse_decode_autograd(vals, idx, wd) + bd
         loss = (out - 1.0).pow(2).sum()

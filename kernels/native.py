@@ -77,7 +77,7 @@ def _build(target: tuple[str, ...] | None = None, out_dir: Path | None = None) -
     source = resources.files("interp.kernels").joinpath("topk_native.c").read_bytes()
     lib = ctypes.CDLL(str(build_library(source, "topk_native", target, out_dir)))
     i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-    lib.topk_encode_workspace.argtypes = [i64] * 5 + [i32, ptr, i64]
+    lib.topk_encode_workspace.argtypes = [i64] * 5 + [i32, ptr, i64, i64, i64]
     lib.topk_encode_workspace.restype = i64
     lib.topk_encode.argtypes = [i64] * 3 + [ptr] * 2 + [i64] * 2 + [ptr, i64, i64, ptr, ptr, ptr, i64, i64, ptr, ptr,
                                                                     i64, i64, ptr] + [ptr] * 5 + [i32]
@@ -241,7 +241,8 @@ def _encode(xc, W_enc, b_enc, k, n_sel, vals, idx, dead, k_aux, blas_mode):
     rows = min(ROW_TILE, max(16, -(-per_thread // 16) * 16))
     packed = mode == "packed"
     pack_size = found.pack_size if packed else 0
-    work = _workspace(lib.topk_encode_workspace(B, D, L, rows, COL_BLOCK, threads, pack_size or None, n_sel))
+    work = _workspace(lib.topk_encode_workspace(B, D, L, rows, COL_BLOCK, threads, pack_size or None, k, k_aux,
+                                                n_sel))
     aux_vals = aux_idx = dead_c = None
     if k_aux:
         dead_c = dead.to(torch.int64).contiguous()

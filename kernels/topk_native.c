@@ -64,71 +64,112 @@ static inline int beats(float av, int64_t ai, float bv, int64_t bi) {
     return av > bv || (av == bv && ai < bi);
 }
 
-static void sift_down(float *v, int64_t *ix, int64_t n, int64_t p) {
+/* Per-row selection: an entry is one uint64, (order key of the value) << 32 | (2^32 - 1 - latent), so that a larger
+ * integer is a better entry (larger value; lower latent among equal values) and the heap compares one integer. The
+ * order key maps floats monotonically to uint32, -0 to +0's key (they are equal values) and every NaN above +inf. */
+static inline uint64_t entry_key(float x, int64_t latent) {
+    uint32_t u;
+    if (x != x) {
+        u = 0xFFFFFFFFu;
+    } else {
+        if (x == 0.0f) x = 0.0f; /* -0 -> +0 */
+        memcpy(&u, &x, sizeof u);
+        u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    }
+    return ((uint64_t)u << 32) | (uint32_t)(0xFFFFFFFFu - (uint32_t)latent);
+}
+
+static inline float entry_value(uint64_t e) {
+    const uint32_t key = (uint32_t)(e >> 32);
+    if (key == 0xFFFFFFFFu) return NAN;
+    const uint32_t u = (key & 0x80000000u) ? (key & 0x7FFFFFFFu) : ~key;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static inline int64_t entry_latent(uint64_t e) { return (int64_t)(0xFFFFFFFFu - (uint32_t)e); }
+
+/* min-heap: h[0] is the worst entry kept, the one to beat */
+static void sift_min(uint64_t *h, int64_t n, int64_t p) {
+    const uint64_t x = h[p];
     for (;;) {
-        int64_t c = 2 * p + 1, w = p;
-        if (c < n && beats(v[w], ix[w], v[c], ix[c])) w = c;
-        if (c + 1 < n && beats(v[w], ix[w], v[c + 1], ix[c + 1])) w = c + 1;
-        if (w == p) return;
-        const float tv = v[p]; v[p] = v[w]; v[w] = tv;
-        const int64_t ti = ix[p]; ix[p] = ix[w]; ix[w] = ti;
-        p = w;
+        int64_t c = 2 * p + 1;
+        if (c >= n) break;
+        if (c + 1 < n && h[c + 1] < h[c]) c++;
+        if (h[c] >= x) break;
+        h[p] = h[c];
+        p = c;
     }
+    h[p] = x;
 }
 
-/* Offer (x, i) to the selection of capacity k holding *n entries; the heap root is the entry to beat. */
-static inline void offer(float *v, int64_t *ix, int64_t k, int64_t *n, float x, int64_t i) {
+/* Offer entry e to the selection of capacity k holding *n entries. */
+static inline void offer(uint64_t *h, int64_t k, int64_t *n, uint64_t e) {
     if (*n < k) {
-        v[*n] = x; ix[*n] = i; (*n)++;
+        h[(*n)++] = e;
         if (*n == k)
-            for (int64_t p = k / 2 - 1; p >= 0; p--) sift_down(v, ix, k, p);
-        return;
+            for (int64_t p = k / 2 - 1; p >= 0; p--) sift_min(h, k, p);
+    } else if (e > h[0]) {
+        h[0] = e;
+        sift_min(h, k, 0);
     }
-    if (beats(x, i, v[0], ix[0])) { v[0] = x; ix[0] = i; sift_down(v, ix, k, 0); }
 }
 
-/* Best first: repeatedly move the root (the worst entry left) to the end. */
-static void sort_selection(float *v, int64_t *ix, int64_t k) {
+/* Best first into vals / idx (heap sort: the root, the worst left, goes to the end). */
+static void emit_selection(uint64_t *h, int64_t k, float *vals, int64_t *idx) {
     for (int64_t end = k - 1; end > 0; end--) {
-        const float tv = v[0]; v[0] = v[end]; v[end] = tv;
-        const int64_t ti = ix[0]; ix[0] = ix[end]; ix[end] = ti;
-        sift_down(v, ix, end, 0);
+        const uint64_t t = h[0];
+        h[0] = h[end];
+        h[end] = t;
+        sift_min(h, end, 0);
+    }
+    for (int64_t j = 0; j < k; j++) {
+        vals[j] = entry_value(h[j]);
+        idx[j] = entry_latent(h[j]);
     }
 }
 
-/* Offer a row of len entries (latents c0 .. c0+len-1, increasing); once the selection is full, an entry is only
- * looked at if it is not <= the root ("not <=" is also true for NaN). A later entry equal to the root never beats
- * it (higher index), so the strict test loses nothing. */
-static void scan_row(const float *row, int64_t len, int64_t c0, float *v, int64_t *ix, int64_t k, int64_t *n) {
+/* The value an entry must exceed to enter a full selection ("not <=" is also true for NaN). A later entry equal
+ * to the root never beats it (higher latent index), so the strict test loses nothing. */
+static inline float bar_value(const uint64_t *h) { return entry_value(h[0]); }
+
+/* Offer a row of len entries (latents c0 .. c0+len-1, increasing). */
+static void scan_row(const float *row, int64_t len, int64_t c0, uint64_t *h, int64_t k, int64_t *n) {
     int64_t j = 0;
-    for (; j < len && *n < k; j++) offer(v, ix, k, n, row[j], c0 + j);
+    for (; j < len && *n < k; j++) offer(h, k, n, entry_key(row[j], c0 + j));
+    if (j == len) return;
 #if defined(__AVX512F__)
-    __m512 thr = _mm512_set1_ps(v[0]);
+    __m512 bar = _mm512_set1_ps(bar_value(h));
     for (; j + 16 <= len; j += 16) {
-        __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + j), thr, _CMP_NLE_UQ);
+        __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + j), bar, _CMP_NLE_UQ);
         if (!m) continue;
         while (m) {
             const int t = __builtin_ctz(m);
             m &= m - 1;
-            offer(v, ix, k, n, row[j + t], c0 + j + t);
+            offer(h, k, n, entry_key(row[j + t], c0 + j + t));
         }
-        thr = _mm512_set1_ps(v[0]);
+        bar = _mm512_set1_ps(bar_value(h));
     }
 #elif defined(__AVX2__)
-    __m256 thr = _mm256_set1_ps(v[0]);
+    __m256 bar = _mm256_set1_ps(bar_value(h));
     for (; j + 8 <= len; j += 8) {
-        int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(row + j), thr, _CMP_NLE_UQ));
+        int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(row + j), bar, _CMP_NLE_UQ));
         if (!m) continue;
         while (m) {
             const int t = __builtin_ctz(m);
             m &= m - 1;
-            offer(v, ix, k, n, row[j + t], c0 + j + t);
+            offer(h, k, n, entry_key(row[j + t], c0 + j + t));
         }
-        thr = _mm256_set1_ps(v[0]);
+        bar = _mm256_set1_ps(bar_value(h));
     }
 #endif
+    float bv = bar_value(h);
     for (; j < len; j++)
-        if (*n < k || !(row[j] <= v[0])) offer(v, ix, k, n, row[j], c0 + j);
+        if (!(row[j] <= bv)) {
+            offer(h, k, n, entry_key(row[j], c0 + j));
+            bv = bar_value(h);
+        }
 }
 
 /* Batch-wide selection (BatchTopK): each thread appends the entries that beat its threshold to an unordered pool
@@ -259,19 +300,19 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 typedef struct {
-    size_t c_buf, counts, a_pack, b_pack, pool_v, pool_i, total; /* byte offsets of each part in the workspace */
+    size_t c_buf, heaps, a_pack, b_pack, pool_v, pool_i, total; /* byte offsets of each part in the workspace */
 } layout_t;
 
 /* Workspace: per thread an R x BC block buffer and 2R row counters; with MKL's packed API, every packed row tile
  * of xc and every packed block of W. Offsets of packed parts are computed the same way here and in topk_encode. */
 static layout_t workspace_layout(int64_t B, int64_t D, int64_t L, int64_t R, int64_t BC, int n_threads,
-                                 pack_size_fn psize, int64_t n_sel) {
+                                 pack_size_fn psize, int64_t k, int64_t k_aux, int64_t n_sel) {
     layout_t lay;
     size_t off = 0;
     lay.c_buf = off;
     off += round64((size_t)n_threads * R * BC * sizeof(float));
-    lay.counts = off;
-    off += round64((size_t)n_threads * 2 * R * sizeof(int64_t));
+    lay.heaps = off; /* per thread: R row selections of k entries, R of k_aux, then 2R counts */
+    off += round64((size_t)n_threads * R * (k + k_aux + 2) * sizeof(uint64_t));
     lay.a_pack = off;
     if (psize) {
         for (int64_t r0 = 0; r0 < B; r0 += R)
@@ -293,8 +334,8 @@ static layout_t workspace_layout(int64_t B, int64_t D, int64_t L, int64_t R, int
 }
 
 int64_t topk_encode_workspace(int64_t B, int64_t D, int64_t L, int64_t R, int64_t BC, int n_threads,
-                              void *pack_size, int64_t n_sel) {
-    return (int64_t)workspace_layout(B, D, L, R, BC, n_threads, (pack_size_fn)pack_size, n_sel).total;
+                              void *pack_size, int64_t k, int64_t k_aux, int64_t n_sel) {
+    return (int64_t)workspace_layout(B, D, L, R, BC, n_threads, (pack_size_fn)pack_size, k, k_aux, n_sel).total;
 }
 
 /* xc [B, D] contiguous; W [D, L] with strides (ws0, ws1), one of them 1; b_enc [L].
@@ -315,7 +356,7 @@ int topk_encode(int64_t B, int64_t D, int64_t L, const float *xc, const float *W
     const threads_local_fn threads_local = (threads_local_fn)threads_local_p;
     const int packed = psize && pack && compute;
     const int w_trans = ws1 != 1; /* W stored latent-major: W[d, l] at W[l * ws1] */
-    const layout_t lay = workspace_layout(B, D, L, R, BC, n_threads, packed ? psize : NULL, n_sel);
+    const layout_t lay = workspace_layout(B, D, L, R, BC, n_threads, packed ? psize : NULL, k, k_aux, n_sel);
     const int64_t n_tiles = (B + R - 1) / R, n_blocks = (L + BC - 1) / BC;
     /* every packed tile / block but the last has the full size; offsets are multiples of these */
     const size_t a_full = packed ? round64(psize(A_MATRIX, (int)R, (int)BC, (int)D)) : 0;
@@ -328,7 +369,9 @@ int topk_encode(int64_t B, int64_t D, int64_t L, const float *xc, const float *W
         const int old_threads = threads_local ? threads_local(1) : 0; /* MKL: one thread inside ours */
         const int tid = THREAD_ID();
         float *buf = (float *)(work + lay.c_buf) + (size_t)tid * R * BC;
-        int64_t *cnt = (int64_t *)(work + lay.counts) + (size_t)tid * 2 * R, *aux_cnt = cnt + R;
+        uint64_t *heaps = (uint64_t *)(work + lay.heaps) + (size_t)tid * R * (k + k_aux + 2);
+        uint64_t *aux_heaps = heaps + R * k;
+        int64_t *cnt = (int64_t *)(aux_heaps + R * k_aux), *aux_cnt = cnt + R;
         pool_t pool = {(float *)(work + lay.pool_v) + (size_t)tid * 2 * n_sel,
                        (int64_t *)(work + lay.pool_i) + (size_t)tid * 2 * n_sel, 0, n_sel, 2 * n_sel, 0, 0.0f, 0};
         if (packed) {
@@ -379,25 +422,23 @@ int topk_encode(int64_t B, int64_t D, int64_t L, const float *xc, const float *W
                     for (int64_t r = 0; r < rows; r++) pool_scan(&pool, buf + r * cols, cols, (r0 + r) * L + c0);
                 else
                     for (int64_t r = 0; r < rows; r++)
-                        scan_row(buf + r * cols, cols, c0, vals + (r0 + r) * k, idx + (r0 + r) * k, k, &cnt[r]);
+                        scan_row(buf + r * cols, cols, c0, heaps + r * k, k, &cnt[r]);
                 if (k_aux) {
                     int64_t d_hi = d_lo;
                     while (d_hi < n_dead && dead[d_hi] < c0 + cols) d_hi++;
                     for (int64_t r = 0; r < rows; r++) {
-                        float *av = aux_vals + (r0 + r) * k_aux;
-                        int64_t *ai = aux_idx + (r0 + r) * k_aux;
+                        uint64_t *h = aux_heaps + r * k_aux;
                         const float *row = buf + r * cols - c0;
-                        for (int64_t q = d_lo; q < d_hi; q++) {
-                            const float x = row[dead[q]];
-                            if (aux_cnt[r] < k_aux || !(x <= av[0])) offer(av, ai, k_aux, &aux_cnt[r], x, dead[q]);
-                        }
+                        for (int64_t q = d_lo; q < d_hi; q++)
+                            offer(h, k_aux, &aux_cnt[r], entry_key(row[dead[q]], dead[q]));
                     }
                     d_lo = d_hi;
                 }
             }
             for (int64_t r = 0; r < rows; r++) {
-                if (!n_sel) sort_selection(vals + (r0 + r) * k, idx + (r0 + r) * k, k);
-                if (k_aux) sort_selection(aux_vals + (r0 + r) * k_aux, aux_idx + (r0 + r) * k_aux, k_aux);
+                if (!n_sel) emit_selection(heaps + r * k, k, vals + (r0 + r) * k, idx + (r0 + r) * k);
+                if (k_aux)
+                    emit_selection(aux_heaps + r * k_aux, k_aux, aux_vals + (r0 + r) * k_aux, aux_idx + (r0 + r) * k_aux);
             }
         }
         if (n_sel) ((int64_t *)(work + lay.pool_i))[(size_t)n_threads * 2 * n_sel + tid] = pool.n;

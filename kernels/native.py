@@ -1,4 +1,5 @@
-"""The fused CPU kernels of ``topk_native.c`` (the "native" backend), compiled on first use, called through ctypes.
+"""The fused CPU kernels of ``topk_native.c`` and ``sparse_backward.c`` (the "native" backend), compiled on first
+use, called through ctypes.
 
 - :func:`topk_encode`: each row's top-k encoder pre-activations (and the top ``k_aux`` among dead latents) with
   the dense ``[batch, d_sae]`` matrix never written: column blocks of ``W_enc`` go through the BLAS of the process
@@ -41,7 +42,7 @@ from interp._native_build import build_library
 from interp.kernels import cpu_ops
 
 __all__ = ["available", "batch_topk_encode", "decode_backward", "encode_backward", "encoder_available", "gather_dot",
-           "project_out_parallel_", "scatter_outer", "sparse_decode", "topk_encode"]
+           "project_out_parallel_", "release_workspace", "scatter_outer", "sparse_decode", "topk_encode"]
 
 ROW_TILE = 512
 """Rows of x per encoder task (fewer when the batch is small, so every thread gets work)."""
@@ -51,7 +52,7 @@ CHUNK = 16
 """Latents per backward task (``CHUNK`` in topk_native.c; it sizes the scratch passed in)."""
 
 _lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
+_lib = None  # _Libraries once built
 _failed: str | None = None
 _local = threading.local()  # per-thread encoder workspace, reused across calls (no page faults per step)
 
@@ -73,25 +74,45 @@ class Blas(NamedTuple):
         return "sgemm" if self.sgemm else None
 
 
-def _build(target: tuple[str, ...] | None = None, out_dir: Path | None = None) -> ctypes.CDLL:
-    source = resources.files("interp.kernels").joinpath("topk_native.c").read_bytes()
-    lib = ctypes.CDLL(str(build_library(source, "topk_native", target, out_dir)))
+class _Libraries:
+    """The two compiled libraries (encoder, backward) behind one namespace of functions."""
+
+    def __init__(self, *libs: ctypes.CDLL) -> None:
+        self._libs = libs
+
+    def __getattr__(self, name: str):
+        for lib in self._libs:
+            try:
+                return getattr(lib, name)
+            except AttributeError:
+                continue
+        raise AttributeError(name)
+
+
+def _build(target: tuple[str, ...] | None = None, out_dir: Path | None = None) -> _Libraries:
+    """Compile (or find already compiled) ``topk_native.c`` and ``sparse_backward.c`` and declare their functions.
+    ``target``: CPU flags as in :func:`interp._native_build.build_library` (tests reach the AVX2 / plain-C code)."""
+    libs = []
+    for stem in ("topk_native", "sparse_backward"):
+        source = resources.files("interp.kernels").joinpath(f"{stem}.c").read_bytes()
+        libs.append(ctypes.CDLL(str(build_library(source, stem, target, out_dir))))
+    enc, back = libs
     i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-    lib.topk_encode_workspace.argtypes = [i64] * 5 + [i32, ptr, i64, i64, i64]
-    lib.topk_encode_workspace.restype = i64
-    lib.topk_encode.argtypes = [i64] * 3 + [ptr] * 2 + [i64] * 2 + [ptr, i64, i64, ptr, ptr, ptr, i64, i64, ptr, ptr,
+    enc.topk_encode_workspace.argtypes = [i64] * 5 + [i32, ptr, i64, i64, i64]
+    enc.topk_encode_workspace.restype = i64
+    enc.topk_encode.argtypes = [i64] * 3 + [ptr] * 2 + [i64] * 2 + [ptr, i64, i64, ptr, ptr, ptr, i64, i64, ptr, ptr,
                                                                     i64, i64, ptr] + [ptr] * 5 + [i32]
-    lib.topk_encode.restype = i32
-    lib.sparse_backward.argtypes = [i64] * 4 + [ptr] * 3 + [i64, ptr, i32, ptr, ptr, i64, ptr, ptr, i32]
-    lib.sparse_backward.restype = i32
-    lib.gather_dot.argtypes = [i64] * 4 + [ptr, i64, ptr, ptr, i64, ptr, i32]
-    lib.gather_dot.restype = i32
-    lib.project_rows.argtypes = [i64, i64, ptr, ptr, ctypes.c_float, i32]
-    lib.project_rows.restype = None
-    return lib
+    enc.topk_encode.restype = i32
+    back.sparse_backward.argtypes = [i64] * 4 + [ptr] * 3 + [i64, ptr, i32, ptr, ptr, i64, ptr, ptr, i32]
+    back.sparse_backward.restype = i32
+    back.gather_dot.argtypes = [i64] * 4 + [ptr, i64, ptr, ptr, i64, ptr, i32]
+    back.gather_dot.restype = i32
+    back.project_rows.argtypes = [i64, i64, ptr, ptr, ctypes.c_float, i32]
+    back.project_rows.restype = None
+    return _Libraries(enc, back)
 
 
-def _library() -> ctypes.CDLL | None:
+def _library() -> _Libraries | None:
     """The compiled library, building it on first use; None (after one warning) if that fails."""
     global _lib, _failed
     if _lib is not None or _failed is not None:
@@ -111,7 +132,7 @@ def available() -> bool:
     return _library() is not None
 
 
-def require() -> ctypes.CDLL:
+def require() -> _Libraries:
     """The library, or RuntimeError saying why it could not be built."""
     lib = _library()
     if lib is None:

@@ -32,6 +32,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.checks import index_list
+
 __all__ = [
     "mamba1_alpha", "mamba2_alpha", "implicit_attention", "attention_patterns", "ssm_params", "scan_sites",
 ]
@@ -53,7 +55,11 @@ def _segment_decay(cs: Tensor, rows: Tensor) -> Tensor:
 def _rows(rows: Sequence[int] | Tensor | None, T: int, device) -> Tensor:
     if rows is None:
         return torch.arange(T, device=device)
-    r = torch.as_tensor(rows, dtype=torch.long, device=device).flatten()
+    if isinstance(rows, Tensor) and not (rows.is_floating_point() or rows.is_complex() or rows.dtype == torch.bool):
+        r = rows.to(device=device, dtype=torch.long).flatten()
+    else:  # floats and bools are not positions; no rows at all give an empty map (e.g. no flow to block)
+        idx = [] if isinstance(rows, (list, tuple)) and not rows else index_list(rows, "rows", what="position")
+        r = torch.tensor(idx, dtype=torch.long, device=device)
     if r.numel() and (int(r.min()) < 0 or int(r.max()) >= T):
         raise IndexError(f"rows must be query positions in 0..{T - 1}; got {r.tolist()}")
     return r
@@ -155,9 +161,9 @@ def _check_budget(T: int, n_maps: int, batch: int, max_len: int, max_elements: i
 def _channel_list(channels, d_inner: int) -> list[int]:
     if channels is None:
         return list(range(d_inner))
-    chans = [channels] if isinstance(channels, int) else [int(c) for c in channels]
+    chans = index_list(channels, "channels")
     bad = [c for c in chans if not 0 <= c < d_inner]
-    if bad or not chans:
+    if bad:
         raise IndexError(f"channels must be a non-empty list of indices in 0..{d_inner - 1}; got bad {bad or chans}")
     return chans
 
@@ -181,7 +187,7 @@ def _alpha_from_cache(model, cache, layer: int, chans: list[int], chunk_elements
 
 def implicit_attention(
     model, tokens, layer: int, *, channels: int | Sequence[int] | None = None, max_len: int = MAX_LEN,
-    max_elements: int = MAX_ELEMENTS, chunk_elements: int = CHUNK_ELEMENTS,
+    max_elements: int = MAX_ELEMENTS, chunk_elements: int = CHUNK_ELEMENTS, attention_mask: Tensor | None = None,
 ) -> Float[Tensor, "batch channel query key"]:
     """α of layer ``layer`` for ``tokens``: ``[batch, channel, query, key]`` (Mamba-1, one map per channel of
     ``d_inner``, or of ``channels``) or ``[batch, head, query, key]`` (Mamba-2, per SSM head; ``channels``
@@ -190,20 +196,21 @@ def implicit_attention(
     """
     _check_mamba(model)
     tokens = model.check_tokens(tokens)
-    layer = model.check_layers(layer)[0]
+    layer = model.check_layer(layer)
     spec = _spec(model)
     n = spec.d_inner if model.arch == "mamba" else spec.n_ssm_heads
     chans = _channel_list(channels, n)
     what = "channel" if model.arch == "mamba" else "head"
     _check_budget(tokens.shape[1], len(chans), tokens.shape[0], max_len, max_elements, what)
     s = scan_sites(layer)
-    _, cache = model.run_with_cache(tokens, names_filter=[s["dt"], s["B"], s["C"]])
+    _, cache = model.run_with_cache(tokens, names_filter=[s["dt"], s["B"], s["C"]], attention_mask=attention_mask)
     return _alpha_from_cache(model, cache, layer, chans, chunk_elements)
 
 
 def attention_patterns(
-    model, tokens, layers: int | Sequence[int] | None = None, *, absolute: bool = True, normalize: bool = False,
+    model, tokens, layers: int | Sequence[int] | None = None, *, absolute: bool = True, normalize: bool = True,
     max_len: int = MAX_LEN, max_elements: int = MAX_ELEMENTS, chunk_elements: int = CHUNK_ELEMENTS,
+    attention_mask: Tensor | None = None,
 ) -> Float[Tensor, "layer batch head query key"]:
     """Implicit-attention maps ``[layer, batch, head, query, key]`` with the same layout as
     ``HookedModel.attention_patterns``, so head detectors run on Mamba too.
@@ -211,8 +218,9 @@ def attention_patterns(
     Head axis: Mamba-2: the SSM heads (``model.n_heads``). Mamba-1 has no heads: its ``d_inner`` channels are
     split into ``model.n_heads`` contiguous groups and each head's map is the mean over its channels.
     ``absolute=True`` (default) averages/returns ``|α|`` (signed α of different channels would cancel);
-    ``absolute=False`` keeps signs. ``normalize=True`` divides each query row by its sum (of ``|α|``), giving
-    rows that sum to 1 like attention probabilities.
+    ``absolute=False`` keeps signs. ``normalize=True`` (the default: the ``HookedModel.attention_patterns``
+    contract) divides each query row by its sum (of ``|α|``), giving rows that sum to 1 like attention
+    probabilities; ``normalize=False`` returns the raw mean ``|α|``.
     """
     _check_mamba(model)
     tokens = model.check_tokens(tokens)
@@ -220,7 +228,7 @@ def attention_patterns(
     b, T = tokens.shape
     _check_budget(T, len(layers) * model.n_heads, b, max_len, max_elements, "head")
     names = [s for layer in layers for k, s in scan_sites(layer).items() if k in ("dt", "B", "C")]
-    _, cache = model.run_with_cache(tokens, names_filter=names)
+    _, cache = model.run_with_cache(tokens, names_filter=names, attention_mask=attention_mask)
     out = []
     for layer in layers:
         if model.arch == "mamba2":

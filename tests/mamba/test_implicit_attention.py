@@ -132,7 +132,7 @@ def test_attention_patterns_head_axis(model64):
     from interp.mamba.implicit_attention import attention_patterns, implicit_attention
 
     tokens = _tokens(1, b=1, T=9)
-    pats = model64.attention_patterns(tokens)
+    pats = model64.attention_patterns(tokens, normalize=False)
     assert pats.shape == (model64.n_layers, 1, model64.n_heads, 9, 9)
     assert (pats >= 0).all() and torch.all(pats.triu(1) == 0)
     alpha = implicit_attention(model64, tokens, 1)
@@ -142,7 +142,7 @@ def test_attention_patterns_head_axis(model64):
     else:
         expected = alpha.abs()
     torch.testing.assert_close(pats[1], expected)
-    signed = attention_patterns(model64, tokens, layers=[1], absolute=False)
+    signed = attention_patterns(model64, tokens, layers=[1], absolute=False, normalize=False)
     assert (signed < 0).any()
     rows = attention_patterns(model64, tokens, layers=0, normalize=True).sum(-1)
     torch.testing.assert_close(rows, torch.ones_like(rows))

@@ -8,10 +8,11 @@ dead latents per row (Gao et al. 2024, "Scaling and evaluating sparse autoencode
 - :class:`BatchTopKSelect`: the top ``k * B`` of the whole batch, rows padded to the widest (Bussmann et al. 2024,
   "BatchTopK Sparse Autoencoders"); padding entries have value 0 at latent 0.
 
-Called on a dense matrix they run torch (``topk``, whose order among equal values PyTorch leaves unspecified).
+Called on a dense matrix they run torch (:func:`topk_lowest_index`: ``topk``, then rows where equal values straddle
+the cut are redone with a stable sort, so equal values resolve towards the lower (flat) index).
 :func:`~interp.kernels.sparse_encode` instead calls :meth:`FusedSelector.fused` where :meth:`FusedSelector.fuses`
 says the native backend applies: the same selection from ``xc``, ``W_enc`` and ``b_enc`` with the dense matrix never
-stored (:mod:`interp.kernels.native`), equal values resolved towards the lower (flat) index.
+stored (:mod:`interp.kernels.native`), with the same tie rule, so both paths select the same latents.
 """
 
 from __future__ import annotations
@@ -23,7 +24,41 @@ from interp.kernels import native
 from interp.kernels.backend import backend_name
 from interp.kernels.cpu_ops import stable_argsort
 
-__all__ = ["BatchTopKSelect", "FusedSelector", "TopKSelect", "batch_topk_dense", "pad_rows"]
+__all__ = ["BatchTopKSelect", "FusedSelector", "TopKSelect", "batch_topk_dense", "pad_rows", "topk_lowest_index"]
+
+
+def topk_lowest_index(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``pre.topk(k, dim=-1, sorted=False)`` with a defined tie rule: among equal values the lower index is kept
+    (torch.topk leaves that unspecified), NaN above every number. ``torch.topk`` first; only the rows where values
+    equal to the k-th largest are left out (a tie across the cut) are redone with a stable descending sort, which
+    costs one compare pass over ``pre`` when there are none. Works on the last axis of a 1-d or 2-d tensor."""
+    vals, idx = pre.topk(k, dim=-1, sorted=False)
+    if k == 0 or pre.numel() == 0:
+        return vals, idx
+    kth = torch.where(vals.isnan(), torch.inf, vals).min(dim=-1, keepdim=True).values  # smallest selected number
+    left_out = (pre == kth).sum(-1) - (vals == kth).sum(-1)  # values equal to it outside the selection
+    if pre.is_floating_point():
+        left_out += pre.isnan().sum(-1) - vals.isnan().sum(-1)  # NaN left out: the selection is all NaN
+    two_d = pre.ndim == 2
+    rows = (left_out > 0).nonzero()[:, 0] if two_d else torch.arange(int(bool(left_out > 0)), device=pre.device)
+    if rows.numel():
+        sub = pre.index_select(0, rows) if two_d else pre[None]
+        order = _stable_descending(sub)[:, :k]
+        picked = sub.gather(1, order)
+        if not two_d:
+            return picked[0], order[0]
+        idx = idx.index_copy(0, rows, order)
+        vals = vals.index_copy(0, rows, picked)
+    return vals, idx
+
+
+def _stable_descending(t: Tensor) -> Tensor:
+    """Per row, the indices of ``t [R, L]`` in descending order, NaN first, equal values by increasing index."""
+    if not t.is_floating_point():
+        return torch.sort(t, dim=-1, descending=True, stable=True).indices
+    order = torch.sort(torch.where(t.isnan(), torch.inf, t), dim=-1, descending=True, stable=True).indices
+    nan_first = torch.sort(t.isnan().gather(1, order).to(torch.uint8), dim=-1, descending=True, stable=True).indices
+    return order.gather(1, nan_first)
 
 
 class FusedSelector:
@@ -47,7 +82,7 @@ class FusedSelector:
         self.n_main = vals.shape[1]
         if self.dead is None:
             return vals, idx
-        aux_vals, aux_pos = pre.index_select(1, self.dead).topk(self.k_aux, dim=-1, sorted=False)
+        aux_vals, aux_pos = topk_lowest_index(pre.index_select(1, self.dead), self.k_aux)
         return torch.cat([vals, aux_vals.relu_()], 1), torch.cat([idx, self.dead[aux_pos]], 1)
 
     def fuses(self, xc: Tensor, W_enc: Tensor, b_enc: Tensor) -> bool:
@@ -70,7 +105,7 @@ class TopKSelect(FusedSelector):
     """Each row's ``k`` largest pre-activations (Gao et al. 2024), then AuxK."""
 
     def main(self, pre: Tensor) -> tuple[Tensor, Tensor]:
-        vals, idx = pre.topk(self.k, dim=-1, sorted=False)
+        vals, idx = topk_lowest_index(pre, self.k)
         return vals.relu_(), idx
 
     def main_fused(self, xc, W_enc, b_enc):
@@ -110,6 +145,6 @@ def batch_topk_dense(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
     (padding: value 0 at latent 0)."""
     B, L = pre.shape
     n = min(k * B, pre.numel())
-    flat_vals, flat_idx = pre.flatten().topk(n, sorted=False)
+    flat_vals, flat_idx = topk_lowest_index(pre.flatten(), n)
     order = stable_argsort(flat_idx)
     return pad_rows(flat_vals[order].relu_(), flat_idx[order], B, L)

@@ -12,14 +12,18 @@ import torch
 from torch import Tensor
 
 from interp.kernels import BatchTopKSelect, TopKSelect, sparse_decode_autograd, sparse_encode
+from interp.kernels.selectors import topk_lowest_index
 from interp.saes.base import SAE, SAEConfig, TrainOutput, reconstruction_metrics
 
 __all__ = ["TopKSAE", "sparse_training_step", "topk_activation"]
 
 
 def topk_activation(pre_acts: Tensor, k: int) -> Tensor:
-    """Dense ``ReLU(TopK(pre_acts))`` along the last axis (ReLU after the selection, as Gao et al. and SAELens)."""
-    vals, idx = pre_acts.topk(k, dim=-1, sorted=False)
+    """Dense ``ReLU(TopK(pre_acts))`` along the last axis (ReLU after the selection, as Gao et al. and SAELens);
+    among equal values the lower latent is kept, as in training (:func:`interp.kernels.selectors.topk_lowest_index`)."""
+    flat = pre_acts.reshape(-1, pre_acts.shape[-1])
+    vals, idx = topk_lowest_index(flat, k)
+    vals, idx = vals.reshape(*pre_acts.shape[:-1], k), idx.reshape(*pre_acts.shape[:-1], k)
     return torch.zeros_like(pre_acts).scatter(-1, idx, vals.relu())
 
 

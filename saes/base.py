@@ -39,7 +39,7 @@ from interp.kernels.backend import backend_name
 
 __all__ = ["SAE", "SAEConfig", "SAEOutput", "TrainOutput", "reconstruction_metrics"]
 
-_KNOWN_ARCHITECTURES = ("topk", "batchtopk", "relu", "jumprelu")
+_KNOWN_ARCHITECTURES = ("topk", "batchtopk", "relu", "jumprelu", "topk_transcoder")
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -60,7 +60,7 @@ class SAEConfig:
     """
 
     architecture: str
-    """One of "topk", "batchtopk", "relu", "jumprelu"."""
+    """One of "topk", "batchtopk", "relu", "jumprelu", "topk_transcoder"."""
     d_in: int
     """Width of the activations the SAE reads."""
     d_sae: int
@@ -84,6 +84,8 @@ class SAEConfig:
     normalize_decoder: bool = True
     """Keep decoder rows at unit norm (``before_step`` / ``after_step``); ReLU with norm-weighted L1 needs no such
     constraint and defaults to False."""
+    d_out: int | None = None
+    """Transcoders only: width of the activation the decoder predicts (None for SAEs, whose output is d_in wide)."""
 
     def __post_init__(self) -> None:
         if self.architecture not in _KNOWN_ARCHITECTURES:
@@ -95,7 +97,13 @@ class SAEConfig:
             "batchtopk": ("k", "aux_coefficient", "threshold_momentum"),
             "relu": ("l1_coefficient",),
             "jumprelu": ("l0_coefficient", "threshold_init", "bandwidth"),
+            "topk_transcoder": ("k", "aux_coefficient"),
         }[self.architecture]
+        if (self.architecture == "topk_transcoder") != (self.d_out is not None):
+            raise ValueError(f"d_out is required for transcoders and only for them; got d_out={self.d_out!r} with "
+                             f"architecture {self.architecture!r}")
+        if self.d_out is not None:
+            _check_positive_int("d_out", self.d_out)
         for name in ("k", "aux_k", "aux_coefficient", "threshold_momentum", "l1_coefficient", "l0_coefficient",
                      "threshold_init", "bandwidth"):
             value = getattr(self, name)
@@ -108,7 +116,7 @@ class SAEConfig:
             if self.k >= self.d_sae:
                 raise ValueError(f"k must be < d_sae={self.d_sae}, got k={self.k}")
         if self.aux_k is not None:
-            if self.architecture not in ("topk", "batchtopk"):
+            if self.architecture not in ("topk", "batchtopk", "topk_transcoder"):
                 raise ValueError(f"aux_k does not apply to architecture {self.architecture!r}")
             _check_positive_int("aux_k", self.aux_k)
         if self.aux_coefficient is not None and (self.aux_coefficient < 0):
@@ -188,6 +196,9 @@ class SAE(nn.Module):
     """
 
     architecture: ClassVar[str] = ""
+    metadata = None
+    """Where the SAE belongs (:class:`interp.saes.metadata.SAEMetadata`: model, site, context, dataset), or None;
+    set by ``train`` and ``load``, written to ``cfg.json`` by ``save``."""
 
     def __init__(self, cfg: SAEConfig, *, dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None) -> None:

@@ -29,11 +29,17 @@ RESUME_IGNORED = frozenset({"resume", "progress", "checkpoint_dir", "log_every",
 class TrainConfig:
     """One SAE training run (see ``interp.saes.train``)."""
 
-    site: str
-    """Hook site to train on, e.g. ``blocks.12.hook_resid_post`` (trailing dims of per-position sites are
-    flattened, so ``blocks.3.mixer.hook_ssm_state`` gives d_in = d_inner * d_state)."""
     d_sae: int
     """Number of SAE latents (dictionary size)."""
+    site: str | None = None
+    """Hook site to train an SAE on, e.g. ``blocks.12.hook_resid_post`` (trailing dims of per-position sites are
+    flattened, so ``blocks.3.mixer.hook_ssm_state`` gives d_in = d_inner * d_state). For a transcoder give
+    site_in and site_out instead."""
+    site_in: str | None = None
+    """Transcoder: the site its encoder reads, e.g. ``blocks.3.ln2.hook_normalized`` (the MLP input); with
+    site_out, this trains a TopK transcoder (architecture topk) instead of an SAE."""
+    site_out: str | None = None
+    """Transcoder: the site its decoder predicts and a splice replaces, e.g. ``blocks.3.hook_mlp_out``."""
     model: str | None = None
     """Model spec for ``interp.load_model`` (a local HF folder or ``smollm2``); None to train from
     ``activations`` only (or from a store passed to ``train``)."""
@@ -110,7 +116,17 @@ class TrainConfig:
     """Show a tqdm progress bar (rank 0 only)."""
 
     def __post_init__(self) -> None:
-        _check_str(self.site, "site")
+        if self.site_in is None and self.site_out is None:
+            _check_str(self.site, "site")
+        else:
+            if self.site is not None:
+                raise ValueError(f"give site (an SAE) or site_in and site_out (a transcoder), not both; got "
+                                 f"site={self.site!r}, site_in={self.site_in!r}, site_out={self.site_out!r}")
+            _check_str(self.site_in, "site_in")
+            _check_str(self.site_out, "site_out")
+            if self.architecture != "topk":
+                raise ValueError(f"transcoders are TopK only: architecture must be 'topk' with site_in/site_out; "
+                                 f"got {self.architecture!r}")
         _check_int(self.d_sae, "d_sae", lo=1)
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}; got {self.architecture!r}")
@@ -164,6 +180,21 @@ class TrainConfig:
         for name in ("dtype", "model_dtype"):
             if getattr(self, name) not in DTYPES:
                 raise ValueError(f"{name} must be one of {DTYPES}; got {getattr(self, name)!r}")
+
+    @property
+    def is_transcoder(self) -> bool:
+        """Whether this run trains a transcoder (site_in -> site_out) rather than an SAE."""
+        return self.site_out is not None
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The sites whose activations make a training row: ``(site,)``, or ``(site_in, site_out)``."""
+        return (self.site_in, self.site_out) if self.is_transcoder else (self.site,)
+
+    @property
+    def sae_architecture(self) -> str:
+        """The architecture ``build_sae`` gets: ``architecture``, or "topk_transcoder" for a transcoder."""
+        return "topk_transcoder" if self.is_transcoder else self.architecture
 
     @property
     def n_steps(self) -> int:

@@ -9,6 +9,15 @@ Loading reads our folders and SAELens ones (topk, jumprelu, standard), folding S
 ``rescale_acts_by_decoder_norm`` (TopK) scales b_enc/W_enc by the decoder row norms and normalises W_dec (exactly as
 SAELens's fold); ``apply_b_dec_to_input: false`` adds b_dec @ W_enc to b_enc (our encoder always reads x - b_dec).
 Other input normalisations and ``hook_z`` reshaping are refused with a ValueError naming the key.
+
+Where the SAE belongs (model, site, context, dataset) is written to ``metadata`` with SAELens's key names
+(:mod:`interp.saes.metadata`) and read back into ``sae.metadata``. TopK transcoders are written in SAELens's
+transcoder layout (``d_out``, ``W_dec [d_sae, d_out]``, ``b_dec [d_out]``, ``apply_b_dec_to_input: false``,
+``metadata.hook_name`` / ``hook_name_out``) under architecture "topk_transcoder": sae-lens 6.54 has ReLU and
+JumpReLU transcoders only, so it refuses the folder (unknown architecture) rather than misread it as a ReLU one.
+
+:func:`load` takes an SAE folder, a training checkpoint folder (its ``sae/``) or a run's ``checkpoint_dir`` (the
+latest checkpoint's ``sae/``).
 """
 
 from __future__ import annotations
@@ -25,13 +34,16 @@ from torch import Tensor
 from interp.atomic import atomic_dir, atomic_file
 from interp.files import check_safetensors, read_json_object
 from interp.saes.base import SAE, SAEConfig
+from interp.saes.metadata import SAEMetadata
 
-__all__ = ["CFG_FILENAME", "SAELENS_FORMAT_VERSION", "WEIGHTS_FILENAME", "load", "save_sae"]
+__all__ = ["CFG_FILENAME", "SAELENS_FORMAT_VERSION", "WEIGHTS_FILENAME", "load", "save_sae", "sae_folder"]
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
 SAELENS_FORMAT_VERSION = "6.54.12"
-_SAELENS_ARCH = {"topk": "topk", "relu": "standard", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}
+_SAELENS_ARCH = {"topk": "topk", "relu": "standard", "jumprelu": "jumprelu", "batchtopk": "jumprelu",
+                 "topk_transcoder": "topk_transcoder"}
+_VERSION_KEYS = ("sae_lens_version", "sae_lens_training_version", "interp")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -41,15 +53,19 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def saelens_config(sae: SAE) -> dict[str, Any]:
     """The ``cfg.json`` dict SAELens 6.x reads for ``sae``."""
+    meta = sae.metadata.to_dict() if sae.metadata is not None else {}
+    transcoder = sae.cfg.architecture == "topk_transcoder"
     cfg = {
         "architecture": _SAELENS_ARCH[sae.cfg.architecture], "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae,
-        "dtype": _dtype_name(sae.W_enc.dtype), "device": "cpu", "apply_b_dec_to_input": True,
+        "dtype": _dtype_name(sae.W_enc.dtype), "device": "cpu", "apply_b_dec_to_input": not transcoder,
         "normalize_activations": "none", "reshape_activations": "none",
-        "metadata": {"sae_lens_version": SAELENS_FORMAT_VERSION, "sae_lens_training_version": SAELENS_FORMAT_VERSION,
-                     "interp": sae.cfg.to_dict()},
+        "metadata": {**meta, "sae_lens_version": SAELENS_FORMAT_VERSION,
+                     "sae_lens_training_version": SAELENS_FORMAT_VERSION, "interp": sae.cfg.to_dict()},
     }
     if sae.cfg.architecture == "topk":
         cfg.update(k=sae.cfg.k, rescale_acts_by_decoder_norm=False)
+    if transcoder:
+        cfg.update(d_out=sae.cfg.d_out, k=sae.cfg.k)
     return cfg
 
 
@@ -92,6 +108,11 @@ def _read(path: Path, dtype: torch.dtype | None, device: str | torch.device | No
 
 def _fold_saelens_options(cfg: dict, state: dict[str, Tensor]) -> None:
     """Turn SAELens's inference options into plain weights (in place) or refuse them."""
+    if cfg.get("architecture") == "topk_transcoder":
+        if cfg.get("apply_b_dec_to_input", False) or cfg.get("normalize_activations", "none") not in ("none", None):
+            raise ValueError("a transcoder cfg.json must have apply_b_dec_to_input false and normalize_activations "
+                             "'none'")
+        return
     norm = cfg.get("normalize_activations", "none")
     if norm not in ("none", None):
         raise ValueError(f"normalize_activations={norm!r} in cfg.json is not supported (only 'none')")
@@ -119,6 +140,11 @@ def _our_config(cfg: dict) -> SAEConfig:
         if not isinstance(cfg.get(key), int) or isinstance(cfg.get(key), bool):
             raise ValueError(f"cfg.json: has no '{key}' (an int); got {cfg.get(key)!r}")
     d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
+    if arch == "topk_transcoder":
+        return SAEConfig(arch, d_in, d_sae, k=int(cfg["k"]), aux_coefficient=1 / 32, d_out=int(cfg["d_out"]))
+    if arch.endswith("transcoder"):
+        raise ValueError(f"architecture={arch!r} in cfg.json is not supported; of the transcoders only TopK ones "
+                         "(topk_transcoder) are")
     if arch == "topk":
         return SAEConfig("topk", d_in, d_sae, k=int(cfg["k"]), aux_coefficient=1 / 32)
     if arch == "standard":
@@ -131,20 +157,49 @@ def _our_config(cfg: dict) -> SAEConfig:
     raise ValueError(f"architecture={arch!r} in cfg.json is not supported; known: topk, standard, jumprelu")
 
 
-def load(path: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> SAE:
-    """Load an SAE folder written by :func:`save_sae` or by SAELens (``SAE.save_model``) into our classes.
-
-    ``dtype`` defaults to the file's; ``device`` to CPU. SAELens folders get default training hyper-parameters
-    (they hold none we use)."""
-    from interp.saes.registry import sae_from_config
+def sae_folder(path: str | Path) -> Path:
+    """The SAE folder behind ``path``: an SAE folder itself, a checkpoint folder (its ``sae/``), or a training run's
+    ``checkpoint_dir`` (the ``sae/`` of the checkpoint ``latest.json`` points at)."""
+    from interp.saes.checkpoint import LATEST, latest_checkpoint
 
     path = Path(path)
+    if (path / LATEST).is_file():
+        path = latest_checkpoint(path)
+    if not (path / CFG_FILENAME).is_file() and (path / "sae" / CFG_FILENAME).is_file():
+        path = path / "sae"
+    if not (path / CFG_FILENAME).is_file():
+        raise FileNotFoundError(f"{path} is not an SAE folder ({CFG_FILENAME} + {WEIGHTS_FILENAME}), a checkpoint "
+                                f"folder (with sae/{CFG_FILENAME}) or a checkpoint_dir (with {LATEST})")
+    return path
+
+
+def _metadata(cfg: dict) -> SAEMetadata | None:
+    """``metadata`` of a cfg.json (SAELens 6.x), or the same keys at the top level (older SAELens files)."""
+    raw = cfg.get("metadata")
+    if raw is None:
+        from interp.saes.metadata import _SAELENS_KEYS
+
+        raw = {k: cfg[k] for k in (*_SAELENS_KEYS, "hook_point") if cfg.get(k) is not None}
+    meta = SAEMetadata.from_dict({k: v for k, v in raw.items() if k not in _VERSION_KEYS})
+    return None if meta.is_empty else meta
+
+
+def load(path: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> SAE:
+    """Load an SAE folder written by :func:`save_sae` or by SAELens (``SAE.save_model``) into our classes; ``path``
+    may also be a checkpoint folder or a run's ``checkpoint_dir`` (:func:`sae_folder`).
+
+    ``dtype`` defaults to the file's; ``device`` to CPU. SAELens folders get default training hyper-parameters
+    (they hold none we use). ``sae.metadata`` holds the model, site(s) and data recorded in ``cfg.json``."""
+    from interp.saes.registry import sae_from_config
+
+    path = sae_folder(path)
     cfg, state = _read(path, dtype, device)
     sae_cfg = _our_config(cfg)
     _fold_saelens_options(cfg, state)
     sae = sae_from_config(sae_cfg, dtype=state["W_enc"].dtype, device=state["W_enc"].device)
-    expected = {"W_enc": (sae_cfg.d_in, sae_cfg.d_sae), "W_dec": (sae_cfg.d_sae, sae_cfg.d_in),
-                "b_enc": (sae_cfg.d_sae,), "b_dec": (sae_cfg.d_in,)}
+    d_out = sae_cfg.d_out if sae_cfg.d_out is not None else sae_cfg.d_in
+    expected = {"W_enc": (sae_cfg.d_in, sae_cfg.d_sae), "W_dec": (sae_cfg.d_sae, d_out),
+                "b_enc": (sae_cfg.d_sae,), "b_dec": (d_out,)}
     if sae_cfg.architecture in ("jumprelu", "batchtopk"):
         expected["threshold"] = (sae_cfg.d_sae,)
     for name, shape in expected.items():
@@ -160,4 +215,5 @@ def load(path: str | Path, *, dtype: torch.dtype | None = None, device: str | to
             sae.log_threshold.copy_(state["threshold"].clamp_min(tiny).log())
         elif sae_cfg.architecture == "batchtopk":
             sae.threshold.fill_(float(state["threshold"].double().mean()))
+    sae.metadata = _metadata(cfg)
     return sae

@@ -11,6 +11,7 @@ from interp.saes.batchtopk import BatchTopKSAE
 from interp.saes.jumprelu import JumpReLUSAE
 from interp.saes.relu import ReLUSAE
 from interp.saes.topk import TopKSAE
+from interp.saes.transcoder import TopKTranscoder
 
 __all__ = ["ARCHITECTURES", "build_sae", "sae_from_config"]
 
@@ -19,6 +20,7 @@ ARCHITECTURES: dict[str, type[SAE]] = {
     "batchtopk": BatchTopKSAE,
     "relu": ReLUSAE,
     "jumprelu": JumpReLUSAE,
+    "topk_transcoder": TopKTranscoder,
 }
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "load_tokens",
     "pack_texts",
     "site_activations",
+    "sites_activations",
     "write_activation_cache",
 ]
 
@@ -68,27 +69,39 @@ def site_activations(model, site: str, tokens: Tensor) -> Tensor:
 
     The forward pass stops right after the site fires.
     """
-    site = model.check_site(site)
+    return sites_activations(model, [site], tokens)[0]
+
+
+def sites_activations(model, sites, tokens: Tensor) -> list[Tensor]:
+    """Activations at each of ``sites`` for ``tokens [batch, pos]``, each ``[batch, pos, width]`` (trailing dims
+    flattened). The forward pass stops right after the last of them fires."""
+    sites = [model.check_site(s) for s in sites]
     tokens = model.check_tokens(tokens, arg="tokens")
-    grabbed: list[Tensor] = []
+    if not sites:
+        raise ValueError("sites is empty")
+    grabbed: dict[str, Tensor] = {}
 
     def grab(act: Tensor, *, hook) -> None:
-        grabbed.append(act.detach())
-        raise _StopForward
+        grabbed[hook.name] = act.detach()
+        if len(grabbed) == len(set(sites)):
+            raise _StopForward
 
     with torch.no_grad():
         try:
-            with model.hooks([(site, grab)]):
+            with model.hooks([(s, grab) for s in dict.fromkeys(sites)]):
                 model(tokens)
         except _StopForward:
             pass
-    if not grabbed:
-        raise RuntimeError(f"site {site!r} did not fire during the forward pass")
-    act = grabbed[0]
-    if act.ndim < 2 or tuple(act.shape[:2]) != tuple(tokens.shape):
-        raise ValueError(f"site {site!r} has shape {tuple(act.shape)}; an activation store needs a per-position "
-                         f"site of shape [batch, pos, ...] matching the tokens {tuple(tokens.shape)}")
-    return act.reshape(act.shape[0], act.shape[1], -1)
+    out = []
+    for site in sites:
+        if site not in grabbed:
+            raise RuntimeError(f"site {site!r} did not fire during the forward pass")
+        act = grabbed[site]
+        if act.ndim < 2 or tuple(act.shape[:2]) != tuple(tokens.shape):
+            raise ValueError(f"site {site!r} has shape {tuple(act.shape)}; an activation store needs a per-position "
+                             f"site of shape [batch, pos, ...] matching the tokens {tuple(tokens.shape)}")
+        out.append(act.reshape(act.shape[0], act.shape[1], -1))
+    return out
 
 
 def _special_ids(model) -> list[int]:
@@ -106,11 +119,18 @@ def _check_finite(rows: Tensor, where: str, offset: int | None = None) -> Tensor
 
 
 class ModelActivations:
-    """Activation rows from running ``model`` over ``tokens [n_seq, ctx]`` (sequence order, cycling)."""
+    """Activation rows from running ``model`` over ``tokens [n_seq, ctx]`` (sequence order, cycling).
 
-    def __init__(self, model, site: str, tokens: Tensor, *, model_batch_size: int = 8, skip_special: bool = True,
+    ``site`` may also be a sequence of sites (a transcoder's input and target): each row is then their activations
+    side by side, ``widths`` giving each one's width."""
+
+    def __init__(self, model, site, tokens: Tensor, *, model_batch_size: int = 8, skip_special: bool = True,
                  rank: int = 0, world_size: int = 1) -> None:
-        self.model, self.site = model, model.check_site(site)
+        self.model = model
+        self.sites = (model.check_site(site),) if isinstance(site, str) else tuple(model.check_site(s) for s in site)
+        if not self.sites:
+            raise ValueError("site: give a site name or a non-empty sequence of them")
+        self.site = self.sites[0] if len(self.sites) == 1 else None
         self.tokens = model.check_tokens(tokens, arg="tokens")
         check_int(model_batch_size, "model_batch_size", lo=1)
         world_size = check_int(world_size, "world_size", lo=1)
@@ -119,7 +139,8 @@ class ModelActivations:
             raise ValueError(f"tokens has {self.tokens.shape[0]} sequences, fewer than world_size={world_size}")
         self.model_batch_size, self.rank, self.world_size = model_batch_size, rank, world_size
         self.special = torch.tensor(_special_ids(model) if skip_special else [], dtype=torch.long)
-        self.d_in = site_activations(model, self.site, self.tokens[:1, :2]).shape[-1]
+        self.widths = tuple(a.shape[-1] for a in sites_activations(model, self.sites, self.tokens[:1, :2]))
+        self.d_in = sum(self.widths)
         self.next_seq = 0  # sequences this rank has consumed
         self._warned = False
 
@@ -135,9 +156,10 @@ class ModelActivations:
         self.next_seq += j.numel()
         idx = self.rank + self.world_size * j
         toks = self.tokens[idx.to(self.tokens.device)]
-        acts = site_activations(self.model, self.site, toks)
+        acts = torch.cat(sites_activations(self.model, self.sites, toks), dim=-1)
         keep = ~torch.isin(toks, self.special.to(toks.device))
-        return _check_finite(acts[keep], f"at site {self.site!r} (sequences {idx.tolist()})")
+        where = " + ".join(repr(s) for s in self.sites)
+        return _check_finite(acts[keep], f"at site {where} (sequences {idx.tolist()})")
 
     def limit_memory(self, nbytes: float) -> None:
         """Run fewer sequences per forward pass if one pass's activations (and their filtered copy) would not fit
@@ -145,12 +167,13 @@ class ModelActivations:
         from interp.models.memory import _estimate_names
 
         ctx = self.tokens.shape[1]
-        one, two = (_estimate_names(self.model, [self.site], b, ctx).nbytes for b in (1, 2))
+        one, two = (_estimate_names(self.model, list(self.sites), b, ctx).nbytes for b in (1, 2))
         per_seq = 2 * max(1, two - one)  # the site's activations and the rows kept from them
         fits = int(nbytes // per_seq)
         if fits < 1:
             raise MemoryBudgetError(
-                f"one sequence of {ctx} tokens at site {self.site!r} needs {format_bytes(per_seq)} of activations, "
+                f"one sequence of {ctx} tokens at {' + '.join(map(repr, self.sites))} needs "
+                f"{format_bytes(per_seq)} of activations, "
                 f"more than the {format_bytes(max(0, nbytes))} the memory budget leaves beside the store's buffer; "
                 "use shorter contexts (context_length), a smaller buffer, or raise memory_budget")
         self.model_batch_size = min(self.model_batch_size, fits)
@@ -165,12 +188,15 @@ class ModelActivations:
 class TensorActivations:
     """Activation rows from an in-memory tensor ``[n, d_in]`` (in order, cycling)."""
 
-    def __init__(self, acts: Tensor, chunk_rows: int = 4096) -> None:
+    def __init__(self, acts: Tensor, chunk_rows: int = 4096, widths: tuple[int, ...] | None = None) -> None:
         if not isinstance(acts, Tensor) or acts.ndim != 2 or acts.shape[0] == 0 or not acts.is_floating_point():
             raise ValueError(f"acts must be a float tensor [n>0, d_in]; got "
                              f"{tuple(acts.shape) if isinstance(acts, Tensor) else type(acts).__name__}")
         self.acts, self.chunk_rows, self.pos = acts, check_int(chunk_rows, "chunk_rows", lo=1), 0
         self.d_in = acts.shape[1]
+        self.widths = (self.d_in,) if widths is None else tuple(widths)
+        if sum(self.widths) != self.d_in or min(self.widths) < 1:
+            raise ValueError(f"widths {widths} must be positive and add up to the row width {self.d_in}")
 
     def limit_memory(self, nbytes: float) -> None:
         """Read fewer rows at a time if a read (converted to the store's dtype) would not fit in ``nbytes``."""
@@ -203,6 +229,8 @@ class CachedActivations:
             self.d_in, self.site = int(self.meta["d_in"]), self.meta.get("site")
             self.files = [str(s["file"]) for s in self.meta["shards"]]
             self.sizes = [int(s["rows"]) for s in self.meta["shards"]]
+            self.sites = tuple(self.meta.get("sites") or ([self.site] if self.site else []))
+            self.widths = tuple(int(w) for w in (self.meta.get("widths") or [self.d_in]))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{meta_path}: not an activation-cache index (expected 'd_in' and 'shards' with 'file' "
                              f"and 'rows' each; {type(err).__name__}: {err})") from None
@@ -278,6 +306,8 @@ class ActivationStore:
         self.capacity = buffer_batches * self.batch_size
         self.dtype, self.device = dtype, torch.device(device)
         self.d_in = source.d_in
+        self.widths = tuple(getattr(source, "widths", (source.d_in,)))
+        """Widths of the sites side by side in a row (one entry for an SAE; input and target for a transcoder)."""
         self.generator = torch.Generator().manual_seed(seed + (1_000_003 * rank if self.partitioned else 0))
         self._buffer = torch.empty(0, self.d_in, dtype=dtype, device=self.device)
         self._pending = torch.empty(0, self.d_in, dtype=dtype, device=self.device)
@@ -309,9 +339,10 @@ class ActivationStore:
         return cls(src, **kw)
 
     @classmethod
-    def from_tensor(cls, acts: Tensor, **kw) -> ActivationStore:
-        """A store over an in-memory ``[n, d_in]`` tensor (cycled in order, then shuffled by the buffer)."""
-        return cls(TensorActivations(acts), **kw)
+    def from_tensor(cls, acts: Tensor, *, widths: tuple[int, ...] | None = None, **kw) -> ActivationStore:
+        """A store over an in-memory ``[n, d_in]`` tensor (cycled in order, then shuffled by the buffer);
+        ``widths`` splits paired rows, e.g. ``(d_in, d_out)`` for a transcoder's ``[x, y]``."""
+        return cls(TensorActivations(acts, widths=widths), **kw)
 
     @classmethod
     def from_cache(cls, folder: str | Path, **kw) -> ActivationStore:
@@ -418,6 +449,8 @@ def write_activation_cache(source, folder: str | Path, n_rows: int, *, shard_row
     bar.close()
     index = {**(meta or {}), "d_in": source.d_in, "n_rows": n_rows, "dtype": str(dtype).removeprefix("torch."),
              "site": getattr(source, "site", (meta or {}).get("site")), "shards": shards}
+    if len(getattr(source, "widths", ())) > 1:
+        index.update(sites=list(getattr(source, "sites", ())), widths=list(source.widths))
     atomic_write_json(index, folder / CACHE_META)
     return folder
 

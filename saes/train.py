@@ -1,4 +1,6 @@
-"""``train(config) -> TrainResult``: train an SAE on one hook site with Adam, atomic checkpoints and exact resume.
+"""``train(config) -> TrainResult``: train an SAE on one hook site (or a transcoder from ``site_in`` to ``site_out``)
+with Adam, atomic checkpoints and exact resume. The SAE records where it belongs (``training_metadata``: model,
+site(s), context, data), written to its ``cfg.json`` as SAELens metadata.
 
 One step (the protocol of ``interp.saes.base``): take this rank's share of the global batch from the
 ``ActivationStore``, ``loss = sae.training_forward(x, dead_mask).loss``, backward, average gradients over ranks,
@@ -30,6 +32,7 @@ from interp.saes.checkpoint import (
     save_checkpoint,
 )
 from interp.saes.config import TrainConfig
+from interp.saes.metadata import SAEMetadata
 from interp.saes.store import (
     ActivationStore,
     CachedActivations,
@@ -39,7 +42,7 @@ from interp.saes.store import (
     write_activation_cache,
 )
 
-__all__ = ["NonFiniteError", "TrainResult", "build_store", "train"]
+__all__ = ["NonFiniteError", "TrainResult", "build_store", "train", "training_metadata"]
 
 class NonFiniteError(FloatingPointError):
     """Training produced a nan/inf loss or gradient."""
@@ -73,13 +76,41 @@ def _config_tokens(config: TrainConfig, model) -> Tensor:
 def _write_cache(config: TrainConfig, model, cache: Path) -> None:
     """Cache the activations a run needs: all of ``rows_needed``, at most one pass over the token source."""
     toks = _config_tokens(config, model)
-    src = ModelActivations(model, config.site, toks, model_batch_size=config.model_batch_size,
+    src = ModelActivations(model, _site_arg(config), toks, model_batch_size=config.model_batch_size,
                            skip_special=config.skip_special)
     available = int((~torch.isin(toks, src.special.to(toks.device))).sum())
     need = min(rows_needed(config.batch_size, config.n_steps, config.buffer_batches), available)
     write_activation_cache(src, cache, need, progress=config.progress, meta={
         "model": config.model, "site": config.site, "context_length": config.context_length,
-        "n_sequences": int(toks.shape[0]), "skip_special": config.skip_special})
+        "n_sequences": int(toks.shape[0]), "skip_special": config.skip_special, "prepend_bos": _prepends_bos(model),
+        "dataset": config.dataset})
+
+
+def _site_arg(config: TrainConfig):
+    """What ``ModelActivations`` takes: the site, or the (site_in, site_out) pair of a transcoder."""
+    return config.sites if config.is_transcoder else config.site
+
+
+def _prepends_bos(model) -> bool | None:
+    tok = getattr(model, "tokenizer", None)
+    return None if tok is None else getattr(tok, "bos_token_id", None) is not None
+
+
+def training_metadata(config: TrainConfig, store: ActivationStore, model=None) -> SAEMetadata:
+    """Where an SAE trained by ``config`` on ``store`` belongs (written to its cfg.json as SAELens metadata)."""
+    src = store.source
+    common = dict(model_name=config.model, hook_name=config.sites[0], hook_name_out=config.site_out,
+                  dataset_path=config.dataset)
+    if isinstance(src, ModelActivations):
+        return SAEMetadata(**common, context_size=config.context_length, prepend_bos=_prepends_bos(model or src.model),
+                           exclude_special_tokens=config.skip_special)
+    if isinstance(src, CachedActivations):
+        meta = src.meta
+        return SAEMetadata(**{**common, "model_name": config.model or meta.get("model"),
+                              "dataset_path": config.dataset or meta.get("dataset")},
+                           context_size=meta.get("context_length"), prepend_bos=meta.get("prepend_bos"),
+                           exclude_special_tokens=meta.get("skip_special"))
+    return SAEMetadata(**common)
 
 
 def build_store(config: TrainConfig, info: D.DistInfo, model=None) -> ActivationStore:
@@ -98,20 +129,24 @@ def build_store(config: TrainConfig, info: D.DistInfo, model=None) -> Activation
         D.barrier(info)
     if cache is not None:
         src = CachedActivations(cache)
-        if src.site is not None and src.site != config.site:
-            raise ValueError(f"activations: {cache} caches site {src.site!r} but the config trains site "
-                             f"{config.site!r}")
+        if src.sites and tuple(src.sites) != config.sites:
+            show = (lambda sites: " -> ".join(repr(x) for x in sites))
+            raise ValueError(f"activations: {cache} caches site {show(src.sites)} but the config trains site "
+                             f"{show(config.sites)}")
         cached_model = src.meta.get("model")
         if cached_model is not None and config.model is not None and cached_model != config.model:
             raise ValueError(f"activations: {cache} caches model {cached_model!r} but the config names model "
                              f"{config.model!r}")
         if model is not None:
-            width = ModelActivations(model, config.site, torch.ones(1, 2, dtype=torch.long)).d_in
-            if width != src.d_in:
-                raise ValueError(f"d_in mismatch: cached activations have d_in={src.d_in} but site "
-                                 f"{config.site!r} of the model has d_in={width}")
+            widths = ModelActivations(model, _site_arg(config), torch.ones(1, 2, dtype=torch.long)).widths
+            if tuple(widths) != tuple(src.widths):
+                if len(widths) == 1:
+                    raise ValueError(f"d_in mismatch: cached activations have d_in={src.d_in} but site "
+                                     f"{config.site!r} of the model has d_in={widths[0]}")
+                raise ValueError(f"d_in mismatch: cached activations have widths {list(src.widths)} but sites "
+                                 f"{list(config.sites)} of the model have widths {list(widths)}")
         return ActivationStore(src, **kw)
-    return ActivationStore.from_model(model, config.site, _config_tokens(config, model),
+    return ActivationStore.from_model(model, _site_arg(config), _config_tokens(config, model),
                                       context_length=config.context_length, model_batch_size=config.model_batch_size,
                                       skip_special=config.skip_special, **kw)
 
@@ -127,12 +162,23 @@ def _load_model(config: TrainConfig, info: D.DistInfo):
 class _Run:
     """The mutable state of one training run (SAE, optimizer, store, counters) and its step."""
 
-    def __init__(self, config: TrainConfig, info: D.DistInfo, store: ActivationStore) -> None:
+    def __init__(self, config: TrainConfig, info: D.DistInfo, store: ActivationStore,
+                 metadata: SAEMetadata | None = None) -> None:
         from interp.saes import build_sae
 
         self.config, self.info, self.store = config, info, store
+        n_sites = len(config.sites)
+        if len(store.widths) != n_sites:
+            raise ValueError(f"the activation store's rows hold {len(store.widths)} site(s) (widths "
+                             f"{list(store.widths)}) but the config trains on {n_sites} ({list(config.sites)}); "
+                             "a transcoder needs paired rows, e.g. ActivationStore.from_tensor(torch.cat([x, y], 1), "
+                             "widths=(d_in, d_out))")
         torch.manual_seed(config.seed)
-        self.sae = build_sae(config.architecture, store.d_in, config.d_sae, **config.sae_hyperparameters())
+        hyper = config.sae_hyperparameters()
+        if config.is_transcoder:
+            hyper["d_out"] = store.widths[1]
+        self.sae = build_sae(config.sae_architecture, store.widths[0], config.d_sae, **hyper)
+        self.sae.metadata = metadata
         self.sae.to(device=info.device, dtype=_dtype(config.dtype)).train()
         self.params = list(self.sae.parameters())
         self.opt = torch.optim.Adam(self.params, lr=config.lr, betas=config.adam_betas)
@@ -255,7 +301,7 @@ def train(config: TrainConfig, *, model=None, store: ActivationStore | None = No
         if store is None:
             model = model if model is not None else _load_model(config, info)
             store = build_store(config, info, model)
-        run = _Run(config, info, store)
+        run = _Run(config, info, store, training_metadata(config, store, model))
         if latest is not None:
             run.restore(latest)
         else:

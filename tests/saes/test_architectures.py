@@ -18,7 +18,7 @@ from interp.saes import (
 from interp.saes.geometric_median import geometric_median
 
 KW = {"topk": {"k": 3}, "batchtopk": {"k": 3}, "relu": {"l1_coefficient": 0.1},
-      "jumprelu": {"l0_coefficient": 0.01, "threshold_init": 0.05, "bandwidth": 0.1}}
+      "jumprelu": {"l0_coefficient": 0.01, "threshold_init": 0.05, "bandwidth": 0.1}, "topk_transcoder": {"k": 3}}
 
 
 def _params(sae):

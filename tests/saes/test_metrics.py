@@ -103,6 +103,9 @@ def test_report_plots_and_serialises(llama, tokens):
     assert "log10" in fig.layout.xaxis.title.text and len(fig.data[0].x) == 48 - res.n_dead
     html = res._repr_html_()
     assert "<table>" in html and "ce_loss_recovered" in html
+    assert "<script src" not in html and "Plotly.newPlot" in html  # offline: no CDN script tag
+    json_text = res.to_json()
+    assert '"site_out": null' in json_text and '"ce_loss_recovered"' in json_text
     d = res.to_dict()
     assert "density" not in d and d["site"] == SITE
 
@@ -140,6 +143,7 @@ def test_eval_cli_writes_json_and_html(llama, tiny_dir, tmp_path, capsys):
     expected = evaluate(sae, llama, SITE, toks, progress=False).to_dict()
     assert written.keys() == expected.keys()
     assert written.pop("site") == expected.pop("site") == SITE
+    assert written.pop("site_out") is expected.pop("site_out") is None
     for key, value in expected.items():
         assert written[key] == pytest.approx(value, rel=1e-6), key
     assert "plotly" in (tmp_path / "d.html").read_text()[:5000].lower()
@@ -170,3 +174,31 @@ def test_max_norm_ratio_leaves_massive_activations_out(tiny_dir, tokens):
     assert plain.fvu < cut.fvu  # the two huge rows dominate the variance
     with pytest.raises(ValueError, match="max_norm_ratio must be a number > 1"):
         evaluate(sae, model, SITE, toks, max_norm_ratio=0.5, progress=False)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "mamba", "mamba2"])
+def test_spliced_runs_start_from_the_cached_prefix(tiny_dir, arch, tokens):
+    """reuse_prefix (the default) gives the numbers of recomputing every layer, and the earlier layers run once per
+    batch (the clean run) instead of three times."""
+    model = interp.load_model(str(tiny_dir(arch)))
+    last = f"blocks.{model.n_layers - 1}.hook_resid_post"
+    inner = model.components(1)["mlp_out" if model.has_mlp else "out"]
+    for site in ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.1.hook_resid_pre", inner, last]:
+        sae = TopKSAE(model.d_model, 48, k=4)
+        with torch.no_grad():
+            sae.b_dec.normal_(std=0.1)
+        calls: list[int] = []
+
+        def count(act, *, hook, calls=calls):
+            calls.append(1)
+
+        with model.hooks([("hook_embed", count)]):
+            fast = evaluate(sae, model, site, tokens, batch_size=4, progress=False)
+            n_fast = len(calls)
+            slow = evaluate(sae, model, site, tokens, batch_size=4, reuse_prefix=False, progress=False)
+        # 2 batches of 3 runs, plus one 2-token run that reads the site's width
+        assert (n_fast, len(calls) - n_fast) == (3, 7), site
+        for key, value in slow.to_dict().items():
+            assert fast.to_dict()[key] == (pytest.approx(value, rel=1e-6, abs=1e-9) if isinstance(value, float)
+                                           else value), (site, key)
+        torch.testing.assert_close(fast.density, slow.density)

@@ -8,7 +8,9 @@ encoder ``addmm`` (new memory), "compute" the GEMM into a reused output; "ours" 
 set to triton, and again with torch and reference; SAELens's TopK trainer step for comparison. On CUDA the encoder
 is not fused (the fused encoder is the CPU backend's): the step is dense ``addmm`` + ``topk`` + the Triton sparse
 kernels. Before timing, it checks that the Triton step's loss and every gradient equal the reference backend's.
-Exits with a message (status 0) when no CUDA device is present and --dry-run is not given.
+Exits with a message (status 0) when no CUDA device is present and --dry-run is not given. Without sae-lens
+importable it says so and times the rest (on a bare GPU machine: ``pip install --no-deps --no-build-isolation -e .``
+makes ``interp`` importable; the SAELens column needs sae-lens and its imports, see README "SAE training speed").
 
 ``--dry-run`` runs everything on CPU tensors at a tiny size with ``TRITON_INTERPRET=1`` (it re-executes itself with
 that set, since Triton picks the interpreter at import): it checks the script's logic, not GPU speed.
@@ -60,6 +62,12 @@ def check_triton_matches_reference(d_in, d_sae, k, batch, device):
     print("check: triton loss and all gradients match the reference backend")
 
 
+def _triton_version() -> str:
+    import triton
+
+    return triton.__version__
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
@@ -76,6 +84,13 @@ def main() -> None:
     if not triton_available():
         print("sae_step_gpu: triton does not import; pip install triton (the 'kernels' extra).")
         sys.exit(0)
+    with_saelens = not a.no_saelens
+    if with_saelens:
+        try:
+            import sae_lens  # noqa: F401
+        except Exception as err:  # noqa: BLE001 - any import failure only drops that column
+            print(f"sae_step_gpu: SAELens is not importable here ({type(err).__name__}: {err}); timing without it.")
+            with_saelens = False
     device = "cpu" if a.dry_run else "cuda"
     if a.dry_run:
         d_in, d_sae, k, batch, repeats = 16, 64, 4, 32, 2
@@ -90,12 +105,13 @@ def main() -> None:
         extra[f"ours, {backend} backend"] = _with_backend(backend, fn)
     os.environ[ENV_VAR] = "triton"
     # a GPU run does not contend with other processes for the CPUs the way the CPU bench does: no waiting
-    times = run(d_in, d_sae, k, batch, repeats, device=device, with_saelens=not a.no_saelens, extra=extra,
+    times = run(d_in, d_sae, k, batch, repeats, device=device, with_saelens=with_saelens, extra=extra,
                 max_foreign=1.0, max_wait=0.0)
-    name = "CPU (dry run, Triton interpreted)" if a.dry_run else torch.cuda.get_device_name()
+    name = ("CPU (dry run, Triton interpreted)" if a.dry_run
+            else f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {_triton_version()}")
     report(times, f"TopK step, {name}, d_in {d_in} -> d_sae {d_sae}, k {k}, batch {batch}, 'ours' = triton "
                   f"backend, median of {repeats} rounds")
-    assert {FLOOR, COMPUTE} <= set(times) and (a.no_saelens or SAELENS in times)
+    assert {FLOOR, COMPUTE} <= set(times) and (not with_saelens or SAELENS in times)
     print(f"  wall time of the bench: {time.perf_counter() - start:.0f} s")
 
 

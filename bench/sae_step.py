@@ -19,10 +19,11 @@ No dead latents (AuxK inactive) in either.
 
 How it stays reproducible on a shared 2-core machine: every round times floor, ours, compute and saelens back to
 back, and the ratios are taken within a round (ours against the floor timed next to it), then the median over
-rounds. Another process on one of the two cores slows a 2-thread GEMM several-fold (one busy loop made the floor
-5.6x slower here), so the bench reads /proc/stat: before a round it waits for other processes to leave the CPUs
-(at most --max-wait s in all), and a round during which they used more than --max-foreign of the CPUs is run
-again (at most --max-retries times); the counts and the load of the kept rounds are printed.
+rounds. Another process on one of the two cores slows a 2-thread GEMM and the rest of a step by different factors
+(one busy loop made the floor 1.4x to several-fold slower here, depending on the run), so the bench reads
+/proc/stat: before a round it waits for other processes to leave the CPUs (at most --max-wait s in all), and a
+round during which they used more than --max-foreign of the CPUs is run again (at most --max-retries times); the
+counts and the load of the kept rounds are printed.
 Run it under the CPU lock: ``flock /tmp/interp-cpu.lock python bench/sae_step.py``.
 """
 

@@ -4,6 +4,10 @@ For a TopK-style step (Gao et al. 2024, "Scaling and evaluating sparse autoencod
 six large products touch only the K selected latents per row: decoder forward (``sparse_decode``), latent gradient
 (``gather_dot``), decoder-weight gradient and encoder-weight gradient (``scatter_outer``), and input gradient
 (``sparse_decode`` on ``W_enc.T``). The ops come from :func:`interp.kernels.backend.ops_for`.
+
+The encoder forward is dense, but its ``[B, L]`` result need not be stored: with a
+:class:`~interp.kernels.selectors.FusedSelector` (TopK, BatchTopK) on the native backend, the C kernel computes it
+block by block inside the selection (:mod:`interp.kernels.native`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from torch import Tensor
 from torch.autograd import Function
 
 from interp.kernels.backend import ops_for
+from interp.kernels.selectors import FusedSelector
 
 Selector = Callable[[Tensor], tuple[Tensor, Tensor]]
 """``select(pre [B, L]) -> (vals [B, K], idx [B, K])``: the kept activations (zero for padding) and their latents;
@@ -32,6 +37,9 @@ class _SparseDecode(Function):
         vals, idx, W = ctx.saved_tensors
         dy = dy.contiguous()
         ops = ops_for(W)
+        if ctx.needs_input_grad[0] and ctx.needs_input_grad[2] and hasattr(ops, "decode_backward"):
+            dvals, dW = ops.decode_backward(vals, idx, dy, W)  # both from one pass over dy
+            return dvals, None, dW
         dvals = ops.gather_dot(dy, idx, W) if ctx.needs_input_grad[0] else None
         dW = ops.scatter_outer(vals, idx, dy, W.shape[0]) if ctx.needs_input_grad[2] else None
         return dvals, None, dW
@@ -51,9 +59,12 @@ class _SparseEncode(Function):
     def forward(ctx, x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor, select: Selector):
         xc = x - b_dec
         with torch.no_grad():
-            pre = torch.addmm(b_enc, xc, W_enc)
-            vals, idx = select(pre)
-            del pre
+            if isinstance(select, FusedSelector) and select.fuses(xc, W_enc, b_enc):
+                vals, idx = select.fused(xc, W_enc, b_enc)
+            else:
+                pre = torch.addmm(b_enc, xc, W_enc)
+                vals, idx = select(pre)
+                del pre
         ctx.save_for_backward(xc, W_enc, vals, idx)
         ctx.mark_non_differentiable(idx)
         return vals, idx
@@ -65,9 +76,12 @@ class _SparseEncode(Function):
         dpre = torch.where(vals != 0, dvals, torch.zeros((), dtype=dvals.dtype, device=dvals.device))
         ops = ops_for(W_enc)
         n_lat = W_enc.shape[1]
-        dW_enc = ops.scatter_outer(dpre, idx, xc, n_lat).t() if need_w else None
-        db_enc = None
-        if need_be or need_bd:
+        dW_enc = db_enc = None
+        if need_w and hasattr(ops, "encode_backward"):  # dW_enc in W_enc's layout and db_enc, one pass
+            dW_enc, db_enc = ops.encode_backward(dpre, idx, xc, W_enc)
+        elif need_w:
+            dW_enc = ops.scatter_outer(dpre, idx, xc, n_lat).t()
+        if db_enc is None and (need_be or need_bd):
             db_enc = torch.zeros(n_lat, dtype=dpre.dtype, device=dpre.device).index_add_(0, idx.flatten(),
                                                                                             dpre.flatten())
         dx = ops.sparse_decode(dpre, idx, W_enc.t()) if need_x else None
@@ -79,7 +93,8 @@ class _SparseEncode(Function):
 def sparse_encode(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor, select: Selector) -> tuple[Tensor, Tensor]:
     """``select((x - b_dec) @ W_enc + b_enc)`` with a backward that touches only the selected latents.
 
-    Differentiable in x, W_enc, b_enc and b_dec; the dense ``[B, L]`` pre-activations are freed after selection.
+    Differentiable in x, W_enc, b_enc and b_dec; the dense ``[B, L]`` pre-activations are freed after selection,
+    or, for a :class:`~interp.kernels.selectors.FusedSelector` on the native backend, never stored.
     """
     if x.ndim != 2 or W_enc.ndim != 2 or x.shape[1] != W_enc.shape[0]:
         raise ValueError(f"x must be [B, {W_enc.shape[0]}] for W_enc {tuple(W_enc.shape)}, got {tuple(x.shape)}")

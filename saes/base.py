@@ -34,6 +34,9 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from interp.kernels import native as native_kernels
+from interp.kernels.backend import backend_name
+
 __all__ = ["SAE", "SAEConfig", "SAEOutput", "TrainOutput", "reconstruction_metrics"]
 
 _KNOWN_ARCHITECTURES = ("topk", "batchtopk", "relu", "jumprelu", "topk_transcoder")
@@ -210,7 +213,7 @@ class SAE(nn.Module):
         w_dec = torch.randn(cfg.d_sae, cfg.d_in, **kw)
         w_dec /= w_dec.norm(dim=-1, keepdim=True)
         self.W_dec = nn.Parameter(w_dec)
-        self.W_enc = nn.Parameter(w_dec.t().clone())
+        self.W_enc = nn.Parameter(w_dec.t().contiguous())  # row-major [d_in, d_sae], as fused Adam wants it
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, **kw))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, **kw))
 
@@ -277,6 +280,8 @@ class SAE(nn.Module):
         if not self.cfg.normalize_decoder or grad is None:
             return
         w = self.W_dec.data
+        if backend_name(w) == "native" and native_kernels.project_out_parallel_(grad, w):  # one pass, in C
+            return
         # einsum (a batched dot, no temporary) and norm: measured 2-30x cheaper here than (grad * w).sum(-1)
         coef = torch.einsum("ld,ld->l", grad, w) / w.norm(dim=-1).square().clamp_min(torch.finfo(w.dtype).tiny)
         grad.addcmul_(coef[:, None], w, value=-1)

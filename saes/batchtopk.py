@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from interp.kernels.cpu_ops import stable_argsort
+from interp.kernels.selectors import batch_topk_dense
 from interp.saes.base import SAE, SAEConfig, TrainOutput
 from interp.saes.topk import sparse_training_step
 
@@ -20,22 +20,8 @@ __all__ = ["BatchTopKSAE", "batch_topk_select"]
 
 def batch_topk_select(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The top ``k * B`` entries of ``ReLU(pre [B, L])`` over the batch, padded per row to ``[B, max count]``
-    (padding: value 0 at latent 0)."""
-    B, L = pre.shape
-    n = min(k * B, pre.numel())
-    flat_vals, flat_idx = pre.flatten().topk(n, sorted=False)
-    order = stable_argsort(flat_idx)
-    flat_idx, flat_vals = flat_idx[order], flat_vals[order].relu_()
-    rows = torch.div(flat_idx, L, rounding_mode="floor")
-    counts = torch.bincount(rows, minlength=B)
-    starts = torch.cumsum(counts, 0) - counts
-    pos = torch.arange(n, device=pre.device) - starts[rows]
-    width = max(int(counts.max()), 1)
-    vals = torch.zeros(B, width, dtype=pre.dtype, device=pre.device)
-    idx = torch.zeros(B, width, dtype=torch.int64, device=pre.device)
-    vals[rows, pos] = flat_vals
-    idx[rows, pos] = flat_idx - rows * L
-    return vals, idx
+    (padding: value 0 at latent 0); the dense form of :class:`interp.kernels.BatchTopKSelect`."""
+    return batch_topk_dense(pre, k)
 
 
 class BatchTopKSAE(SAE):
@@ -55,9 +41,9 @@ class BatchTopKSAE(SAE):
         return pre_acts.relu() * (pre_acts > self.threshold.to(pre_acts.dtype))
 
     def training_forward(self, x: Tensor, dead_mask: Tensor | None = None) -> TrainOutput:
-        """Sparse-kernel training step with the batch-wide selection; in train mode it also moves ``threshold``
-        towards the smallest kept activation (EMA, no grad)."""
-        out, main_vals, _ = sparse_training_step(self, x, dead_mask, lambda pre: batch_topk_select(pre, self.cfg.k))
+        """Sparse-kernel training step with the batch-wide selection (fused with the encoder on the native
+        backend); in train mode it also moves ``threshold`` towards the smallest kept activation (EMA, no grad)."""
+        out, main_vals, _ = sparse_training_step(self, x, dead_mask, batch=True)
         active = main_vals > 0
         if self.training and bool(active.any()):
             with torch.no_grad():

@@ -11,33 +11,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from interp.kernels import sparse_decode_autograd, sparse_encode
+from interp.kernels import BatchTopKSelect, TopKSelect, sparse_decode_autograd, sparse_encode
+from interp.kernels.selectors import topk_lowest_index
 from interp.saes.base import SAE, SAEConfig, TrainOutput, reconstruction_metrics
 
-__all__ = ["TopKSAE", "topk_activation"]
+__all__ = ["TopKSAE", "sparse_training_step", "topk_activation"]
 
 
 def topk_activation(pre_acts: Tensor, k: int) -> Tensor:
-    """Dense ``ReLU(TopK(pre_acts))`` along the last axis (ReLU after the selection, as Gao et al. and SAELens)."""
-    vals, idx = pre_acts.topk(k, dim=-1, sorted=False)
+    """Dense ``ReLU(TopK(pre_acts))`` along the last axis (ReLU after the selection, as Gao et al. and SAELens);
+    among equal values the lower latent is kept, as in training (:func:`interp.kernels.selectors.topk_lowest_index`)."""
+    flat = pre_acts.reshape(-1, pre_acts.shape[-1])
+    vals, idx = topk_lowest_index(flat, k)
+    vals, idx = vals.reshape(*pre_acts.shape[:-1], k), idx.reshape(*pre_acts.shape[:-1], k)
     return torch.zeros_like(pre_acts).scatter(-1, idx, vals.relu())
-
-
-class AuxSelector:
-    """Selector for :func:`interp.kernels.sparse_encode`: a main selection followed by the top ``k_aux``
-    pre-activations among dead latents (ReLU applied); ``n_main`` is the width of the main part after a call."""
-
-    def __init__(self, main, dead_mask: Tensor | None, k_aux: int) -> None:
-        self.main, self.dead_mask, self.k_aux, self.n_main = main, dead_mask, k_aux, 0
-
-    def __call__(self, pre: Tensor) -> tuple[Tensor, Tensor]:
-        vals, idx = self.main(pre)
-        self.n_main = vals.shape[1]
-        if self.dead_mask is None or self.k_aux == 0:
-            return vals, idx
-        dead = self.dead_mask.nonzero()[:, 0]
-        aux_vals, aux_pos = pre.index_select(1, dead).topk(self.k_aux, dim=-1, sorted=False)
-        return torch.cat([vals, aux_vals.relu_()], 1), torch.cat([idx, dead[aux_pos]], 1)
 
 
 class TopKSAE(SAE):
@@ -55,29 +42,24 @@ class TopKSAE(SAE):
     def activation(self, pre_acts: Tensor) -> Tensor:
         return topk_activation(pre_acts, self.cfg.k)
 
-    def _main_selector(self):
-        k = self.cfg.k
-
-        def select(pre: Tensor) -> tuple[Tensor, Tensor]:
-            vals, idx = pre.topk(k, dim=-1, sorted=False)
-            return vals.relu_(), idx
-
-        return select
-
     def training_forward(self, x: Tensor, dead_mask: Tensor | None = None) -> TrainOutput:
-        """Sparse-kernel training step; see the module docstring for the loss."""
-        return sparse_training_step(self, x, dead_mask, self._main_selector())[0]
+        """Sparse-kernel training step; see the module docstring for the loss. On float32 CPU tensors the encoder
+        is fused with the selection (:class:`interp.kernels.TopKSelect`)."""
+        return sparse_training_step(self, x, dead_mask)[0]
 
 
-def sparse_training_step(sae: SAE, x: Tensor, dead_mask: Tensor | None, main) -> tuple[TrainOutput, Tensor, Tensor]:
-    """Shared TopK/BatchTopK step on the sparse kernels: ``(TrainOutput, main_vals, main_idx)`` where ``main``
-    selects the active latents from the pre-activations (the AuxK part is appended when latents are dead)."""
+def sparse_training_step(sae: SAE, x: Tensor, dead_mask: Tensor | None, batch: bool = False
+                         ) -> tuple[TrainOutput, Tensor, Tensor]:
+    """Shared TopK/BatchTopK step on the sparse kernels: ``(TrainOutput, main_vals, main_idx)``; the active latents
+    are each row's top ``cfg.k`` (:class:`~interp.kernels.TopKSelect`), or with ``batch`` the batch's top
+    ``cfg.k * batch`` (:class:`~interp.kernels.BatchTopKSelect`), and the AuxK part is appended when latents are
+    dead. On the native backend the selection is fused with the encoder."""
     sae._check_train_input(x, dead_mask)
     cfg = sae.cfg
     x = x.to(sae.W_enc.dtype)
     n_dead = int(dead_mask.sum()) if dead_mask is not None else 0
     k_aux = min(cfg.effective_aux_k, n_dead)
-    select = AuxSelector(main, dead_mask, k_aux)
+    select = (BatchTopKSelect if batch else TopKSelect)(cfg.k, dead_mask, k_aux)
     vals, idx = sparse_encode(x, sae.W_enc, sae.b_enc, sae.b_dec, select)
     main_vals, main_idx = vals[:, :select.n_main], idx[:, :select.n_main]
     x_hat = sparse_decode_autograd(main_vals, main_idx, sae.W_dec) + sae.b_dec

@@ -15,7 +15,6 @@ The learning rate is a pure function of the step (``TrainConfig.lr_at``), so the
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +43,6 @@ from interp.saes.store import (
 )
 
 __all__ = ["NonFiniteError", "TrainResult", "build_store", "train", "training_metadata"]
-
-EXIT_AFTER_ENV = "INTERP_SAE_TEST_EXIT_AFTER_STEP"
-"""Test-only: when set to N, the process calls ``os._exit(86)`` right after step N (simulates a crash)."""
-
 
 class NonFiniteError(FloatingPointError):
     """Training produced a nan/inf loss or gradient."""
@@ -311,7 +306,6 @@ def train(config: TrainConfig, *, model=None, store: ActivationStore | None = No
             run.restore(latest)
         else:
             run.fresh_start()
-        exit_after = int(os.environ.get(EXIT_AFTER_ENV, "-1"))
         bar = tqdm(total=config.n_steps, initial=run.step, desc="train SAE", unit="step",
                    disable=not (config.progress and info.is_main))
         while run.step < config.n_steps:
@@ -324,8 +318,6 @@ def train(config: TrainConfig, *, model=None, store: ActivationStore | None = No
             bar.update(1)
             if config.checkpoint_dir and config.checkpoint_every and run.step % config.checkpoint_every == 0:
                 run.save()
-            if run.step == exit_after:
-                os._exit(86)
         bar.close()
         # ``saved_step`` (not ``last_checkpoint``, which only rank 0 sets) so that every rank makes the same choice:
         # save() ends in a barrier that all ranks must enter.

@@ -21,9 +21,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from interp.kernels import sparse_decode_autograd, sparse_encode
+from interp.kernels import TopKSelect, sparse_decode_autograd, sparse_encode
 from interp.saes.base import SAE, SAEConfig, TrainOutput, reconstruction_metrics
-from interp.saes.topk import AuxSelector, topk_activation
+from interp.saes.topk import topk_activation
 
 __all__ = ["TopKTranscoder"]
 
@@ -77,11 +77,7 @@ class TopKTranscoder(SAE):
         n_dead = int(dead_mask.sum()) if dead_mask is not None else 0
         k_aux = min(cfg.effective_aux_k, n_dead)
 
-        def main(pre: Tensor) -> tuple[Tensor, Tensor]:
-            vals, idx = pre.topk(cfg.k, dim=-1, sorted=False)
-            return vals.relu_(), idx
-
-        select = AuxSelector(main, dead_mask, k_aux)
+        select = TopKSelect(cfg.k, dead_mask, k_aux)  # fused with the encoder on the native backend
         vals, idx = sparse_encode(inp, self.W_enc, self.b_enc, self._no_input_bias, select)
         main_vals, main_idx = vals[:, :select.n_main], idx[:, :select.n_main]
         y_hat = sparse_decode_autograd(main_vals, main_idx, self.W_dec) + self.b_dec

@@ -9,11 +9,8 @@ also the fallback when no C compiler is found. :func:`mamba1_scan` / :func:`mamb
 mixers call them. Work is split over batch rows and channel blocks / heads with OpenMP, ``torch.get_num_threads()``
 threads.
 
-Build: the system C compiler (``$CC``, else ``cc``) with ``-O3 -march=native -fopenmp`` (then without OpenMP if
-that fails), into ``<interp cache>/native/`` (``$INTERP_CACHE``, else e.g. ``~/.cache/interp``), under a name that
-hashes the source, the flags, the compiler's version and the CPU's flags (a cache shared between machines never
-runs code built for another CPU); compiled in a temporary folder and renamed into place, so concurrent first uses
-are safe. About 1 s, once per machine.
+Build: :func:`interp._native_build.build_library` (the system C compiler, ``-O3 -march=native -fopenmp``, cached
+per machine under ``<interp cache>/native/``). About 1 s, once per machine.
 
 ``INTERP_MAMBA_SCAN=torch`` turns the native scans off; ``=native`` makes a failed build an error rather than a
 warning; ``auto`` (the default) uses them when they build.
@@ -22,11 +19,8 @@ warning; ``auto`` (the default) uses them when they build.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import shutil
 import subprocess
-import tempfile
 import threading
 import warnings
 from importlib import resources
@@ -35,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from interp._native_build import build_library
 from interp.mamba.buffers import empty_large
 from interp.mamba.scan import LOG2E, selective_scan_chunked, ssd_scan_chunked, ssd_states_chunked
 
@@ -55,51 +50,12 @@ def _mode() -> str:
     return mode
 
 
-def _cpu_id() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        import platform
-
-        return platform.processor() or platform.machine()
-    lines = [ln for ln in text.splitlines() if ln.startswith(("flags", "model name", "Features", "CPU part"))]
-    return "\n".join(sorted(set(lines)))
-
-
-def _cache_dir() -> Path:
-    from interp.models.smollm2 import cache_dir
-
-    return cache_dir() / "native"
-
-
 def _build(target: tuple[str, ...] | None = None, out_dir: Path | None = None) -> ctypes.CDLL:
-    """Compile (or find already compiled) and load the library. ``target``: the CPU flags, ``("-march=native",)``
-    by default, falling back to none if the compiler refuses them; tests pass others to reach every code path."""
+    """Compile (or find already compiled) and load the library (:func:`interp._native_build.build_library`).
+    ``target``: the CPU flags, ``("-march=native",)`` by default, falling back to none if the compiler refuses
+    them; tests pass others to reach every code path."""
     source = resources.files("interp.mamba").joinpath("scan_native.c").read_bytes()
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        raise RuntimeError("no C compiler found (set CC or install gcc)")
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
-    out_dir = out_dir or _cache_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    errors = []
-    targets = [list(target)] if target is not None else [["-march=native"], []]
-    for cpu in targets:
-        for threads in (["-fopenmp"], ["-DSIMD_PRAGMAS", "-fopenmp-simd"], []):
-            cmd = [cc, "-O3", *cpu, "-fPIC", "-shared", "-std=c11", *threads]
-            key = hashlib.sha256(source + repr(cmd).encode() + version.encode() + _cpu_id().encode()).hexdigest()
-            path = out_dir / f"scan_native-{key[:16]}.so"
-            if not path.exists():
-                with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-                    src, obj = Path(tmp) / "scan_native.c", Path(tmp) / "scan_native.so"
-                    src.write_bytes(source)
-                    res = subprocess.run([*cmd, "-o", str(obj), str(src), "-lm"], capture_output=True, text=True)
-                    if res.returncode != 0:
-                        errors.append(f"{' '.join(cmd)}: {res.stderr.strip()[-500:]}")
-                        continue
-                    os.replace(obj, path)  # atomic: a concurrent build of the same key writes the same bytes
-            return _load(path)
-    raise RuntimeError("could not compile scan_native.c:\n" + "\n".join(errors))
+    return _load(build_library(source, "scan_native", target, out_dir))
 
 
 def _load(path: Path) -> ctypes.CDLL:

@@ -76,9 +76,15 @@ def test_autograd_matches_dense(monkeypatch, backend, B, D, L, K):
 
 
 def test_backend_selection(monkeypatch):
+    from interp.kernels import native
+
     t = torch.zeros(1)
     monkeypatch.delenv(ENV_VAR, raising=False)
-    assert backend_name(t) == "torch" and ops_for(t) is cpu_ops
+    if native.available():  # float32 CPU: the fused C kernels where they build (tests/kernels/test_native.py)
+        assert backend_name(t) == "native" and ops_for(t) is native
+    assert backend_name(t.double()) == "torch" and ops_for(t.double()) is cpu_ops
+    monkeypatch.setenv(ENV_VAR, "torch")
+    assert ops_for(t) is cpu_ops
     monkeypatch.setenv(ENV_VAR, "reference")
     assert ops_for(t) is reference
     monkeypatch.setenv(ENV_VAR, "cuda-magic")
@@ -155,7 +161,7 @@ def test_import_without_triton_falls_back_to_torch():
         import torch
         import interp.kernels as k, interp.saes as s
         assert not k.triton_available()
-        assert k.backend_name(torch.zeros(1)) == 'torch'
+        assert k.backend_name(torch.zeros(1)) in ('native', 'torch')  # never triton
         sae = s.TopKSAE(d_in=6, d_sae=20, k=3)
         sae.training_forward(torch.randn(4, 6)).loss.backward()
         import os

@@ -84,9 +84,12 @@ def _dense_topk_loss(sae, x, dead_mask, batch=False):
 
 
 @pytest.mark.parametrize("cls", [TopKSAE, BatchTopKSAE])
-@pytest.mark.parametrize("d_in,d_sae,k,batch", [(7, 31, 3, 9), (16, 64, 4, 32)])
+@pytest.mark.parametrize("d_in,d_sae,k,batch,dtype", [
+    *((7, 31, 3, 9, dt) for dt in (torch.float64, torch.float32)),
+    *((16, 64, 4, 32, dt) for dt in (torch.float64, torch.float32)),
+    # float32 sizes that cross the fused encoder's row tiles (512) and latent blocks (512), odd and power of two
+    (13, 1031, 7, 600, torch.float32), (32, 1024, 8, 1024, torch.float32)])
 @pytest.mark.parametrize("dead", [None, 0.3, 0.97])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_sparse_training_step_matches_dense(cls, d_in, d_sae, k, batch, dead, dtype):
     torch.manual_seed(d_sae + batch + int(100 * (dead or 0)))
     sae = cls(d_in=d_in, d_sae=d_sae, k=k, aux_k=5, dtype=dtype)

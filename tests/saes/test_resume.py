@@ -10,7 +10,22 @@ import torch
 
 from interp.saes.checkpoint import latest_checkpoint
 from interp.saes.config import TrainConfig
-from interp.saes.train import EXIT_AFTER_ENV, train
+from interp.saes.train import train
+
+CRASH_AFTER_STEP_6 = """
+import importlib, os, sys
+train = importlib.import_module("interp.saes.train")  # the module (interp.saes.train is also a function's name)
+cli = importlib.import_module("interp.saes.cli")
+step = train._Run.train_step
+def crashing_step(run):
+    metrics = step(run)
+    if run.step == 6:  # the process dies right after step 6, as a killed run would
+        os._exit(86)
+    return metrics
+train._Run.train_step = crashing_step
+sys.exit(cli.main(sys.argv[1:]))
+"""
+"""The SAE CLI in a child process whose training dies (``os._exit(86)``) right after step 6."""
 
 
 def test_killed_run_resumes_bit_exactly(tiny_dir, tmp_path):
@@ -22,8 +37,8 @@ def test_killed_run_resumes_bit_exactly(tiny_dir, tmp_path):
                   warmup_steps=2, decay="cosine", lr_end=1e-4, dead_window=200, log_every=2, progress=False)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in common.items() if k != "progress"] + ["--no-progress"]
     crashed = tmp_path / "crashed"
-    env = {**os.environ, EXIT_AFTER_ENV: "6", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "interp.saes.cli", "train", *flags, f"--checkpoint-dir={crashed}",
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", CRASH_AFTER_STEP_6, "train", *flags, f"--checkpoint-dir={crashed}",
                            "--checkpoint-every=4"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 86, proc.stderr[-3000:]
     assert latest_checkpoint(crashed).name == "step_00000004"  # step 6 finished, no checkpoint after step 4

@@ -1,7 +1,8 @@
 """The ``interp`` command line: ``interp info MODEL`` and the verbs other modules register.
 
 Each verb module exposes ``register(subparsers)``, adding its parser and setting ``func`` (a callable taking the
-parsed namespace and returning an exit code).
+parsed namespace and returning an exit code). Verbs just raise on bad input: :func:`main` turns any exception into
+one line on stderr (``interp VERB: error: ...``) and exit code 2 (130 on Ctrl-C); ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Sequence
 __all__ = ["main", "build_parser"]
 
 # Modules that add verbs (each has ``register(subparsers)``); a verb whose module is missing is skipped.
-_VERB_MODULES = ("interp.saes.cli",)
+_VERB_MODULES = ("interp.heads.cli", "interp.patching.cli", "interp.tracing.cli", "interp.probes.cli",
+                 "interp.saes.cli")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -44,6 +46,7 @@ def _info(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interp", description="Mechanistic interpretability toolkit.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on an error")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     info = sub.add_parser("info", help="print a model's structure and hook sites",
@@ -55,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
+            if err.name is None or not (module_name == err.name or module_name.startswith(err.name + ".")):
+                raise  # a dependency of an existing verb module is missing: that is a real error
             continue
         module.register(sub)
     return parser
@@ -67,8 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, TypeError, FileNotFoundError, ModuleNotFoundError, IndexError) as err:
-        print(f"interp {args.verb}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"interp {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # every verb ends in one clear line; --debug keeps the traceback
+        if args.debug:
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else err  # KeyError quotes its text
+        text = " ".join(str(message).split()) or type(err).__name__  # one line, even for a multi-line message
+        print(f"interp {args.verb}: error: {text}", file=sys.stderr)
         return 2
 
 

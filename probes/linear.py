@@ -5,75 +5,88 @@ Objective (scikit-learn's ``LogisticRegression(C=C)`` with the lbfgs solver, whi
     minimise  0.5 * ||W||^2 + C * sum_i loss(x_i W + b, y_i)
 
 over W (penalised) and b (not penalised); ``loss`` is the binary log-loss on one logit for two classes and the
-softmax cross-entropy over ``n_classes`` logits otherwise. The problem is strictly convex in W, so any solver that
-converges finds the same W. Probe inputs come from :func:`probe_activations` (one row per sequence at a chosen
-position, or the mean over positions) at any site of any hooked model (transformer or Mamba).
+softmax cross-entropy over ``n_classes`` logits otherwise (Alain & Bengio 2016, "Understanding intermediate layers
+using linear classifier probes"). The problem is strictly convex in W for finite ``C > 0``, so any solver that
+converges finds the same W; ``C = inf`` (no penalty) has no minimiser on separable data and is refused, as is a
+training set holding one class. Probe inputs come from :func:`probe_activations` (one row per sequence at a chosen
+position, or the mean over positions) or :func:`~interp.probes.collect_activations` (many sites in one pass).
 """
 
 from __future__ import annotations
 
-import json
+import math
+import operator
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from interp.atomic import atomic_dir
+from interp.probes.families import ClassifierProbe, check_classes, check_features
 
 __all__ = ["LinearProbe", "probe_activations"]
 
 
 def probe_activations(model, site: str, tokens: Tensor, *, position: int | str = -1, batch_size: int = 16) -> Tensor:
     """Activations at ``site`` for ``tokens [n, pos]`` as ``[n, d]``: at ``position`` (an index, default the last
-    token) or averaged over positions (``position="mean"``). The forward pass stops after the site's layer."""
-    from tqdm.auto import tqdm
-
-    from interp.saes.store import site_activations
+    token) or averaged over positions (``position="mean"``). The forward pass stops after the site's layer.
+    (:func:`~interp.probes.collect_activations` reads many sites at once and knows padded texts.)"""
+    from interp.checks import check_int, is_index
+    from interp.probes.collect import collect_activations
 
     tokens = model.check_tokens(tokens, arg="tokens")
-    if not (position == "mean" or isinstance(position, int)):
+    check_int(batch_size, "batch_size", lo=1)
+    if not (isinstance(position, str) and position == "mean" or is_index(position)):
         raise ValueError(f"position must be an int index or 'mean'; got {position!r}")
+    if not isinstance(position, str):
+        position = operator.index(position)
     if isinstance(position, int) and not -tokens.shape[1] <= position < tokens.shape[1]:
         raise ValueError(f"position {position} is out of range for sequences of length {tokens.shape[1]}")
-    rows = []
-    for start in tqdm(range(0, tokens.shape[0], batch_size), desc=f"activations at {site}",
-                      disable=tokens.shape[0] <= batch_size):
-        act = site_activations(model, site, tokens[start: start + batch_size])
-        # a copy of the one position, so that the batch's full [b, pos, d] activations (for a recurrent-state site,
-        # a large buffer) are freed before the next batch
-        rows.append(act.mean(1) if position == "mean" else act[:, position].clone())
-    return torch.cat(rows)
+    acts = collect_activations(model, tokens, [site], position, batch_size=batch_size,
+                               progress=tokens.shape[0] > batch_size)
+    return acts[model.check_site(site)]
 
 
-class LinearProbe(nn.Module):
+class LinearProbe(ClassifierProbe):
     """A fitted linear classifier: ``logits = x @ W + b`` (``W [d_in, 1]`` for two classes, else
     ``[d_in, n_classes]``). Build it with :meth:`fit`; :meth:`save` / :meth:`load` use safetensors + JSON."""
 
-    def __init__(self, d_in: int, n_classes: int, C: float = 1.0) -> None:
+    family = "logistic"
+
+    def __init__(self, d_in: int, n_classes: int, C: float = 1.0, **meta) -> None:
         super().__init__()
         if n_classes < 2:
             raise ValueError(f"n_classes must be >= 2; got {n_classes}")
         out = 1 if n_classes == 2 else n_classes
-        self.d_in, self.n_classes, self.C = d_in, n_classes, float(C)
-        self.W = nn.Parameter(torch.zeros(d_in, out, dtype=torch.float64))
-        self.b = nn.Parameter(torch.zeros(out, dtype=torch.float64))
-        self.converged: bool | None = None
+        self._setup(torch.zeros(d_in, out), torch.zeros(out), hyper={"C": float(C)}, **meta)
+
+    @property
+    def C(self) -> float:
+        return float(self.hyper.get("C", 1.0))
+
+    @classmethod
+    def from_weights(cls, W: Tensor, b: Tensor, *, C: float, converged: bool | None = None, **meta) -> LinearProbe:
+        """A probe with given weights ``W [d_in, 1 | n_classes]`` and intercepts ``b``."""
+        probe = cls(W.shape[0], 2 if W.shape[1] == 1 else W.shape[1], C, **meta)
+        probe.W.data.copy_(W)
+        probe.b.data.copy_(b)
+        probe.converged = converged
+        return probe
 
     # ------------------------------------------------------------------ fitting
     @classmethod
     def fit(cls, X: Tensor, y: Tensor, *, C: float = 1.0, n_classes: int | None = None, max_iter: int = 1000,
-            tol: float = 1e-10) -> LinearProbe:
-        """Fit on ``X [n, d_in]`` (float) and integer labels ``y [n]`` in ``0..n_classes-1``."""
-        X, y = _check_xy(X, y)
-        k = int(y.max()) + 1 if n_classes is None else n_classes
-        if int(y.max()) >= k:
-            raise ValueError(f"y holds label {int(y.max())}, outside 0..{k - 1} (n_classes={k})")
-        if not C > 0:
-            raise ValueError(f"C must be > 0 (inverse regularisation strength); got {C}")
-        probe = cls(X.shape[1], k, C)
+            tol: float = 1e-10, **meta) -> LinearProbe:
+        """Fit on ``X [n, d_in]`` (float) and integer labels ``y [n]`` in ``0..n_classes-1`` (at least two classes
+        present). ``C`` must be finite and > 0."""
+        X = check_features(X)
+        y, k = check_classes(X, y, n_classes)
+        if not (C > 0 and math.isfinite(C)):
+            raise ValueError(f"C must be > 0 and finite (inverse regularisation strength); got {C}: without a penalty "
+                             "the log-loss has no minimiser on separable data and the weights grow without bound")
+        probe = cls(X.shape[1], k, C, **meta)
+        probe.requires_grad_(True)
         X64 = X.double()
-        opt = torch.optim.LBFGS(probe.parameters(), lr=1, max_iter=max_iter, tolerance_grad=tol,
+        opt = torch.optim.LBFGS([probe.W, probe.b], lr=1, max_iter=max_iter, tolerance_grad=tol,
                                 tolerance_change=tol * 1e-3, history_size=20, line_search_fn="strong_wolfe")
 
         def closure() -> Tensor:
@@ -84,77 +97,23 @@ class LinearProbe(nn.Module):
 
         opt.step(closure)
         with torch.no_grad():
-            grad_norm = max(float(p.grad.abs().max()) for p in probe.parameters())
+            grad_norm = max(float(p.grad.abs().max()) for p in (probe.W, probe.b))
+            finite = bool(torch.isfinite(probe.W).all() and torch.isfinite(probe.b).all())
+        if not finite:
+            raise FloatingPointError("LinearProbe.fit: the weights became non-finite; scale the features down or "
+                                     "lower C")
         probe.converged = grad_norm <= max(tol, 1e-6) * max(1.0, C * X.shape[0])
         return probe.requires_grad_(False)
 
     def _objective(self, X: Tensor, y: Tensor) -> Tensor:
         logits = X @ self.W + self.b
-        if self.n_classes == 2:
+        if self.W.shape[1] == 1:
             data = nn.functional.binary_cross_entropy_with_logits(logits[:, 0], y.double(), reduction="sum")
         else:
             data = nn.functional.cross_entropy(logits, y, reduction="sum")
         return 0.5 * self.W.pow(2).sum() + self.C * data
 
-    # ------------------------------------------------------------------ prediction
-    def forward(self, X: Tensor) -> Tensor:
-        """Logits ``[n, 1]`` (two classes) or ``[n, n_classes]``."""
-        if X.ndim != 2 or X.shape[1] != self.d_in:
-            raise ValueError(f"X must be [n, {self.d_in}]; got {tuple(X.shape)}")
-        return X.double() @ self.W + self.b
-
-    def predict_proba(self, X: Tensor) -> Tensor:
-        """Class probabilities ``[n, n_classes]``."""
-        logits = self(X)
-        if self.n_classes == 2:
-            p = torch.sigmoid(logits[:, 0])
-            return torch.stack([1 - p, p], dim=1)
-        return logits.softmax(-1)
-
-    def predict(self, X: Tensor) -> Tensor:
-        """Most likely class per row ``[n]``."""
-        return self.predict_proba(X).argmax(-1)
-
-    def score(self, X: Tensor, y: Tensor) -> float:
-        """Accuracy on ``(X, y)``."""
-        X, y = _check_xy(X, y)
-        return float((self.predict(X) == y).double().mean())
-
-    # ------------------------------------------------------------------ files
-    def save(self, folder: str | Path) -> Path:
-        """Write ``probe.safetensors`` and ``probe.json`` into ``folder`` (atomically)."""
-        from safetensors.torch import save_file
-
-        with atomic_dir(folder) as tmp:
-            save_file({"W": self.W.detach().contiguous(), "b": self.b.detach().contiguous()},
-                      str(tmp / "probe.safetensors"))
-            meta = {"d_in": self.d_in, "n_classes": self.n_classes, "C": self.C, "converged": self.converged}
-            (tmp / "probe.json").write_text(json.dumps(meta, indent=1))
-        return Path(folder)
-
     @classmethod
     def load(cls, folder: str | Path) -> LinearProbe:
         """Read a folder written by :meth:`save`."""
-        folder = Path(folder)
-        if not (folder / "probe.json").is_file():
-            raise FileNotFoundError(f"folder: {folder} holds no probe.json (write it with LinearProbe.save)")
-        meta = json.loads((folder / "probe.json").read_text())
-        probe = cls(int(meta["d_in"]), int(meta["n_classes"]), float(meta["C"]))
-        probe.load_state_dict(load_file(str(folder / "probe.safetensors")))
-        probe.converged = meta.get("converged")
-        return probe.requires_grad_(False)
-
-
-def _check_xy(X: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    if not isinstance(X, Tensor) or X.ndim != 2 or not X.is_floating_point():
-        raise ValueError(f"X must be a float tensor [n, d_in]; got "
-                         f"{tuple(X.shape) if isinstance(X, Tensor) else type(X).__name__}")
-    y = torch.as_tensor(y)
-    if y.ndim != 1 or y.is_floating_point() or y.shape[0] != X.shape[0]:
-        raise ValueError(f"y must be integer labels [n] matching X's {X.shape[0]} rows; got {y.dtype} "
-                         f"{tuple(y.shape)}")
-    if y.numel() == 0 or int(y.min()) < 0:
-        raise ValueError("y must be non-empty labels >= 0")
-    if not torch.isfinite(X).all():
-        raise ValueError("X holds non-finite values (nan/inf)")
-    return X, y.long()
+        return super().load(folder)

@@ -204,13 +204,22 @@ class SAE(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, **kw))
 
     # ----- dense path (analysis / evaluation) -------------------------------------------------------------
-    def _check_input(self, x: Tensor, name: str = "x", width: int | None = None) -> None:
+    def _check_input(self, x: Tensor, name: str = "x", width: int | None = None, same_dtype: bool = True) -> None:
+        """Inputs must have the SAE's width, dtype and device: a float64 batch given to a float32 SAE is an error
+        saying how to convert one or the other (never a silent cast, never a raw matmul error)."""
         width = self.cfg.d_in if width is None else width
         if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[-1] != width:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{name} must be a tensor of shape [..., {width}], got {shape}")
         if not x.is_floating_point():
             raise ValueError(f"{name} must be floating point, got {x.dtype}")
+        p = self.W_enc
+        if same_dtype and x.dtype != p.dtype:
+            raise TypeError(f"{name} has dtype {x.dtype} but this SAE's parameters are {p.dtype}; convert the input "
+                            f"({name}.to({p.dtype})) or the SAE (sae.to({x.dtype}))")
+        if same_dtype and x.device != p.device:
+            raise ValueError(f"{name} is on {x.device} but this SAE is on {p.device}; move one of them "
+                             f"({name}.to('{p.device}') or sae.to('{x.device}'))")
 
     def pre_acts(self, x: Tensor) -> Tensor:
         """Encoder pre-activations ``(x - b_dec) @ W_enc + b_enc``."""
@@ -272,7 +281,7 @@ class SAE(nn.Module):
     @torch.no_grad()
     def init_b_dec(self, x_sample: Tensor, method: str = "geometric_median") -> None:
         """Set ``b_dec`` to the geometric median (Bricken et al. 2023) or the mean of ``x_sample [n, d_in]``."""
-        self._check_input(x_sample, "x_sample")
+        self._check_input(x_sample, "x_sample", same_dtype=False)
         if x_sample.ndim != 2 or x_sample.shape[0] == 0:
             raise ValueError(f"x_sample must be [n>0, {self.cfg.d_in}], got {tuple(x_sample.shape)}")
         sample = x_sample.to(self.b_dec.device, torch.float64)

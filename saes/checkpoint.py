@@ -9,7 +9,9 @@ A checkpoint is a folder ``step_XXXXXXXX`` inside the run's ``checkpoint_dir``:
 - ``sae/``: the SAE in the SAELens format (``cfg.json`` + ``sae_weights.safetensors``), loadable on its own.
 
 The folder is written under a temporary name and renamed into place, then ``latest.json`` is replaced
-atomically, so a crash at any point leaves the previous checkpoint intact.
+atomically, so a crash at any point leaves the previous checkpoint intact. What a killed write leaves behind (the
+temporary ``.step_*.tmp`` folder, a set-aside ``.step_*.old`` one, a temporary ``latest.json``) is removed by
+:func:`prepare_checkpoint_dir` when the next run starts in the same folder.
 """
 
 from __future__ import annotations
@@ -20,16 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from interp.atomic import atomic_dir, atomic_write_json
+from interp.files import load_safetensors, read_json_object
 
 __all__ = [
+    "clean_stale_writes",
     "latest_checkpoint",
     "load_checkpoint",
     "optimizer_from_flat",
     "optimizer_to_flat",
+    "prepare_checkpoint_dir",
     "save_checkpoint",
 ]
 
@@ -91,12 +96,41 @@ def save_checkpoint(root: str | Path, step: int, tensors: dict[str, Tensor], met
     return final
 
 
+def clean_stale_writes(root: str | Path) -> list[Path]:
+    """Remove what killed checkpoint writes left in ``root`` (``.step_*.tmp`` / ``.step_*.old`` folders, temporary
+    ``latest.json`` files); return them. Only while no other process writes checkpoints into ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    stale = [p for p in root.glob(".step_*") if p.suffix in (".tmp", ".old")]
+    stale += [p for p in root.glob(f".{LATEST}.*") if p.suffix == ".tmp"]
+    for p in stale:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return stale
+
+
+def prepare_checkpoint_dir(root: str | Path) -> list[Path]:
+    """Called when a run starts: check that ``root`` is a folder (or does not exist yet) and remove what killed
+    writes of an earlier run left there (:func:`clean_stale_writes`); return the removed paths."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"checkpoint_dir {root} is a file; expected a folder (or a path that does not "
+                                 "exist yet)")
+    return clean_stale_writes(root)
+
+
 def latest_checkpoint(root: str | Path) -> Path | None:
     """The folder ``latest.json`` in ``root`` points at, or None when there is none."""
     pointer = Path(root) / LATEST
     if not pointer.is_file():
         return None
-    path = Path(root) / json.loads(pointer.read_text())["path"]
+    name = read_json_object(pointer, "the pointer to the latest checkpoint").get("path")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{pointer}: has no 'path' (the name of the latest step_* folder); corrupt checkpoint dir")
+    path = Path(root) / name
     if not (path / "trainer.json").is_file():
         raise FileNotFoundError(f"{pointer} points at {path}, which holds no trainer.json (corrupt checkpoint dir?)")
     return path
@@ -105,4 +139,5 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """``(tensors, meta)`` of a checkpoint folder written by ``save_checkpoint``."""
     path = Path(path)
-    return load_file(path / "trainer.safetensors"), json.loads((path / "trainer.json").read_text())
+    meta = read_json_object(path / "trainer.json", "a training checkpoint's metadata")
+    return load_safetensors(path / "trainer.safetensors"), meta

@@ -105,10 +105,20 @@ def _sae_folder(path: Path) -> Path:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from interp.checks import check_int
     from interp.models import load_model
     from interp.saes import load
     from interp.saes.metrics import evaluate
 
+    for flag, lo in (("context_length", 2), ("batch_size", 1), ("max_sequences", 1), ("skip_sequences", 0)):
+        check_int(getattr(args, flag), _flag(flag), lo=lo)
+    if args.max_norm_ratio is not None and not args.max_norm_ratio > 1:
+        raise ValueError(f"--max-norm-ratio must be a number > 1 (a multiple of the median norm); got "
+                         f"{args.max_norm_ratio}")
+    for flag in ("json", "html"):
+        out = getattr(args, flag)
+        if out is not None and Path(out).is_dir():
+            raise IsADirectoryError(f"--{flag} {out} is a folder; expected a file path to write")
     sae = load(_sae_folder(Path(args.sae)))
     model = load_model(args.model)
     from interp.saes.store import load_tokens
@@ -158,14 +168,16 @@ def register(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``main(["sae", "train", ...])`` (a leading ``sae`` may be left out)."""
+    """Entry point: ``main(["sae", "train", ...])`` (a leading ``sae`` may be left out); runs through
+    :func:`interp.cli.main`, so any error ends in one line and exit code 2 (``--debug`` shows the traceback)."""
+    from interp.cli import main as cli_main
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = [a for a in argv if a == "--debug"]
+    argv = [a for a in argv if a != "--debug"]
     if argv and argv[0] in ("train", "eval"):
         argv = ["sae", *argv]
-    parser = argparse.ArgumentParser(prog="interp")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return cli_main([*debug, *argv])
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ class DistInfo:
 
 def setup(device: str = "cpu") -> DistInfo:
     """Join the process group torchrun described in the environment (if ``WORLD_SIZE`` > 1)."""
+    from interp.checks import check_device
+
+    check_device(device, "device")  # e.g. 'cuda' without CUDA: one clear error before any work
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo(0, 1, device)

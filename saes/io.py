@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from interp.atomic import atomic_dir, atomic_file
+from interp.files import check_safetensors, read_json_object
 from interp.saes.base import SAE, SAEConfig
 
 __all__ = ["CFG_FILENAME", "SAELENS_FORMAT_VERSION", "WEIGHTS_FILENAME", "load", "save_sae"]
@@ -79,7 +80,8 @@ def _read(path: Path, dtype: torch.dtype | None, device: str | torch.device | No
     cfg_file, weights_file = path / CFG_FILENAME, path / WEIGHTS_FILENAME
     if not cfg_file.is_file() or not weights_file.is_file():
         raise FileNotFoundError(f"path must be an SAE folder with {CFG_FILENAME} and {WEIGHTS_FILENAME}: {path}")
-    cfg = json.loads(cfg_file.read_text())
+    cfg = read_json_object(cfg_file, "an SAE config")
+    check_safetensors(weights_file)
     file_dtype = _DTYPES.get(str(cfg.get("dtype", "float32")).removeprefix("torch."), torch.float32)
     state = {}
     with safe_open(str(weights_file), framework="pt", device="cpu") as f:
@@ -113,6 +115,9 @@ def _our_config(cfg: dict) -> SAEConfig:
     arch = cfg.get("architecture", "standard")
     if arch == "standard" and cfg.get("activation_fn") == "topk":  # pre-6.0 SAELens TopK
         arch, cfg["k"] = "topk", cfg.get("activation_fn_kwargs", {}).get("k")
+    for key in ("d_in", "d_sae"):
+        if not isinstance(cfg.get(key), int) or isinstance(cfg.get(key), bool):
+            raise ValueError(f"cfg.json: has no '{key}' (an int); got {cfg.get(key)!r}")
     d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
     if arch == "topk":
         return SAEConfig("topk", d_in, d_sae, k=int(cfg["k"]), aux_coefficient=1 / 32)

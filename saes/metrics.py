@@ -168,9 +168,14 @@ def evaluate(sae, model, site: str, tokens, *, context_length: int = 128, batch_
     ``max_norm_ratio`` leaves massive-activation positions out of the reconstruction metrics (module docstring)."""
     from tqdm.auto import tqdm
 
+    from interp.checks import check_int
     from interp.saes.store import site_activations
 
     site = model.check_site(site)
+    check_int(batch_size, "batch_size", lo=1)
+    check_int(context_length, "context_length", lo=2)
+    if max_sequences is not None:
+        check_int(max_sequences, "max_sequences", lo=1)
     if max_norm_ratio is not None and not (isinstance(max_norm_ratio, (int, float)) and max_norm_ratio > 1):
         raise ValueError(f"max_norm_ratio must be a number > 1 (a multiple of the median norm) or None; "
                          f"got {max_norm_ratio!r}")

@@ -15,6 +15,12 @@ The store keeps a buffer of ``buffer_batches`` batches: it fills it, permutes it
 serves half of it batch by batch, refills, permutes again, and so on. ``state_dict()`` captures the buffer, the
 generator and the source position, so a resumed run sees exactly the batches the uninterrupted run would have.
 
+Memory: ``memory_budget`` (bytes, ``"2GiB"``, ``"80%"``, ``"off"``; default ``$INTERP_MEMORY_BUDGET`` or half the
+available memory, see :mod:`interp.models.memory`) bounds what a store holds: its shuffle buffer (twice, while it
+is reshuffled) plus one read from its source. A buffer above it is an error saying what to lower; a source read is
+made smaller to fit (fewer sequences per model forward pass, fewer rows per read of a tensor or cache). Reads only
+change how the same rows are cut, so with memory to spare (the usual case) nothing changes at all.
+
 Data parallel: a ``rank`` of ``world_size`` gets rows ``[rank * b : (rank + 1) * b]`` of each global batch
 (``b = batch_size / world_size``); every rank keeps the same buffer (cheap for cached/tensor sources). For a
 model source, each rank instead reads every ``world_size``-th sequence into its own buffer (no duplicated model
@@ -32,6 +38,10 @@ from safetensors import safe_open
 from torch import Tensor
 
 from interp.atomic import atomic_save_safetensors, atomic_write_json
+from interp.checks import check_device, check_int
+from interp.files import check_safetensors, read_json_object
+from interp.models.memory import MemoryBudgetError, format_bytes, resolve_budget
+from interp.saes.tokens import builtin_corpus, load_tokens, pack_texts  # noqa: F401  (re-exported)
 
 __all__ = [
     "CACHE_META",
@@ -47,94 +57,6 @@ __all__ = [
 ]
 
 CACHE_META = "activations.json"
-_SKIP_STDLIB_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "ensurepip", "turtledemo", "__pycache__"}
-
-
-# ---------------------------------------------------------------------------------------------- token sources
-def builtin_corpus(name: str = "stdlib-docs", max_chars: int = 4_000_000) -> list[str]:
-    """Demo text that needs no download. ``stdlib-docs``: the docstrings (>= 200 characters) of the modules,
-    classes and functions of the running Python's standard library, in sorted file order (so the corpus depends
-    on the Python version; about 2-3 M characters for 3.11)."""
-    import ast
-    import sysconfig
-
-    if name != "stdlib-docs":
-        raise ValueError(f"unknown builtin corpus {name!r}; available: 'stdlib-docs'")
-    root = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(p for p in root.rglob("*.py") if not _SKIP_STDLIB_DIRS & set(p.relative_to(root).parts[:-1]))
-    texts, total = [], 0
-    for path in files:
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                doc = ast.get_docstring(node)
-                if doc and len(doc) >= 200:
-                    texts.append(doc)
-                    total += len(doc)
-        if total >= max_chars:
-            break
-    return texts
-
-
-def pack_texts(texts: list[str], tokenizer, context_length: int) -> Tensor:
-    """Tokenise documents, join them with EOS, and cut the stream into rows of ``context_length`` tokens, each
-    starting with BOS when the tokenizer has one. Returns ``LongTensor[n_seq, context_length]``."""
-    if tokenizer is None:
-        raise ValueError("text token sources need a model with a tokenizer; pass token ids instead")
-    bos, eos = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)
-    stream: list[int] = []
-    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
-        stream.extend(ids)
-        if eos is not None:
-            stream.append(eos)
-    width = context_length - (bos is not None)
-    n = len(stream) // width
-    if n == 0:
-        raise ValueError(f"the texts give {len(stream)} tokens, fewer than one context of {context_length}")
-    rows = torch.tensor(stream[: n * width], dtype=torch.long).view(n, width)
-    if bos is not None:
-        rows = torch.cat([torch.full((n, 1), bos, dtype=torch.long), rows], dim=1)
-    return rows
-
-
-def load_tokens(source, tokenizer, context_length: int) -> Tensor:
-    """Token rows ``LongTensor[n_seq, context_length]`` from a token source:
-
-    - a list of strings (packed by ``pack_texts``);
-    - a path to a ``.txt`` file (documents separated by blank lines) or ``builtin:stdlib-docs``;
-    - a path to a ``.safetensors`` file with a ``tokens`` tensor, or a LongTensor: ``[n_seq, seq_len]`` rows are
-      cut into ``seq_len // context_length`` contexts each, a flat ``[n]`` stream into ``n // context_length``.
-    """
-    if isinstance(source, (list, tuple)) and source and all(isinstance(t, str) for t in source):
-        return pack_texts(list(source), tokenizer, context_length)
-    if isinstance(source, (str, Path)):
-        text = str(source)
-        if text.startswith("builtin:"):
-            return pack_texts(builtin_corpus(text.removeprefix("builtin:")), tokenizer, context_length)
-        path = Path(text)
-        if not path.is_file():
-            raise FileNotFoundError(f"dataset: no file at {path} (expected a .txt or .safetensors file)")
-        if path.suffix == ".safetensors":
-            with safe_open(str(path), framework="pt") as f:
-                if "tokens" not in f.keys():
-                    raise KeyError(f"dataset: {path} has no 'tokens' tensor; it holds {list(f.keys())}")
-                source = f.get_tensor("tokens")
-        else:
-            docs = [d.strip() for d in path.read_text(encoding="utf-8").split("\n\n") if d.strip()]
-            return pack_texts(docs, tokenizer, context_length)
-    if not isinstance(source, Tensor):
-        raise TypeError(f"token source must be a list of strings, a path or a LongTensor; got {type(source).__name__}")
-    if source.is_floating_point() or source.ndim not in (1, 2):
-        raise ValueError(f"tokens must be an integer tensor [n] or [n_seq, seq_len]; got {source.dtype} "
-                         f"{tuple(source.shape)}")
-    rows = source.reshape(1, -1) if source.ndim == 1 else source
-    per_row = rows.shape[1] // context_length
-    if per_row == 0 or rows.shape[0] == 0:
-        raise ValueError(f"tokens of shape {tuple(source.shape)} hold no context of length {context_length}")
-    return rows[:, : per_row * context_length].reshape(-1, context_length).long()
 
 
 class _StopForward(Exception):
@@ -147,6 +69,7 @@ def site_activations(model, site: str, tokens: Tensor) -> Tensor:
     The forward pass stops right after the site fires.
     """
     site = model.check_site(site)
+    tokens = model.check_tokens(tokens, arg="tokens")
     grabbed: list[Tensor] = []
 
     def grab(act: Tensor, *, hook) -> None:
@@ -189,6 +112,9 @@ class ModelActivations:
                  rank: int = 0, world_size: int = 1) -> None:
         self.model, self.site = model, model.check_site(site)
         self.tokens = model.check_tokens(tokens, arg="tokens")
+        check_int(model_batch_size, "model_batch_size", lo=1)
+        world_size = check_int(world_size, "world_size", lo=1)
+        check_int(rank, "rank", lo=0, hi=world_size - 1)
         if self.tokens.shape[0] < world_size:
             raise ValueError(f"tokens has {self.tokens.shape[0]} sequences, fewer than world_size={world_size}")
         self.model_batch_size, self.rank, self.world_size = model_batch_size, rank, world_size
@@ -213,6 +139,22 @@ class ModelActivations:
         keep = ~torch.isin(toks, self.special.to(toks.device))
         return _check_finite(acts[keep], f"at site {self.site!r} (sequences {idx.tolist()})")
 
+    def limit_memory(self, nbytes: float) -> None:
+        """Run fewer sequences per forward pass if one pass's activations (and their filtered copy) would not fit
+        in ``nbytes``."""
+        from interp.models.memory import _estimate_names
+
+        ctx = self.tokens.shape[1]
+        one, two = (_estimate_names(self.model, [self.site], b, ctx).nbytes for b in (1, 2))
+        per_seq = 2 * max(1, two - one)  # the site's activations and the rows kept from them
+        fits = int(nbytes // per_seq)
+        if fits < 1:
+            raise MemoryBudgetError(
+                f"one sequence of {ctx} tokens at site {self.site!r} needs {format_bytes(per_seq)} of activations, "
+                f"more than the {format_bytes(max(0, nbytes))} the memory budget leaves beside the store's buffer; "
+                "use shorter contexts (context_length), a smaller buffer, or raise memory_budget")
+        self.model_batch_size = min(self.model_batch_size, fits)
+
     def state(self) -> dict[str, Any]:
         return {"kind": "model", "next_seq": self.next_seq}
 
@@ -227,8 +169,12 @@ class TensorActivations:
         if not isinstance(acts, Tensor) or acts.ndim != 2 or acts.shape[0] == 0 or not acts.is_floating_point():
             raise ValueError(f"acts must be a float tensor [n>0, d_in]; got "
                              f"{tuple(acts.shape) if isinstance(acts, Tensor) else type(acts).__name__}")
-        self.acts, self.chunk_rows, self.pos = acts, chunk_rows, 0
+        self.acts, self.chunk_rows, self.pos = acts, check_int(chunk_rows, "chunk_rows", lo=1), 0
         self.d_in = acts.shape[1]
+
+    def limit_memory(self, nbytes: float) -> None:
+        """Read fewer rows at a time if a read (converted to the store's dtype) would not fit in ``nbytes``."""
+        self.chunk_rows = _fit_rows(self.chunk_rows, nbytes, self.d_in * self.acts.element_size())
 
     def read(self) -> Tensor:
         start = self.pos % self.acts.shape[0]
@@ -247,32 +193,53 @@ class CachedActivations:
     """Activation rows from a folder written by ``write_activation_cache`` (shard by shard, cycling)."""
 
     def __init__(self, folder: str | Path, chunk_rows: int = 4096) -> None:
-        import json
-
         self.folder = Path(folder)
         meta_path = self.folder / CACHE_META
         if not meta_path.is_file():
             raise FileNotFoundError(f"activations: {self.folder} holds no {CACHE_META}; write it with "
                                     "write_activation_cache (an interrupted write leaves no metadata)")
-        self.meta = json.loads(meta_path.read_text())
-        self.d_in, self.site = int(self.meta["d_in"]), self.meta.get("site")
-        self.sizes = [int(s["rows"]) for s in self.meta["shards"]]
+        self.meta = read_json_object(meta_path, "the index of an activation cache")
+        try:
+            self.d_in, self.site = int(self.meta["d_in"]), self.meta.get("site")
+            self.files = [str(s["file"]) for s in self.meta["shards"]]
+            self.sizes = [int(s["rows"]) for s in self.meta["shards"]]
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{meta_path}: not an activation-cache index (expected 'd_in' and 'shards' with 'file' "
+                             f"and 'rows' each; {type(err).__name__}: {err})") from None
+        missing = [f for f in self.files if not (self.folder / f).is_file()]
+        if missing or not self.files or min(self.sizes) < 1:
+            raise ValueError(f"{meta_path}: lists shards that are missing or empty ({missing or self.sizes}); "
+                             "write the cache again")
         self.n_rows = sum(self.sizes)
-        self.pos, self.chunk_rows = 0, chunk_rows
-        self._loaded: tuple[int, Tensor] | None = None
+        self.pos, self.chunk_rows = 0, check_int(chunk_rows, "chunk_rows", lo=1)
+        self._checked: set[int] = set()
 
-    def _shard(self, i: int) -> Tensor:
-        if self._loaded is None or self._loaded[0] != i:
-            with safe_open(str(self.folder / self.meta["shards"][i]["file"]), framework="pt") as f:
-                self._loaded = (i, f.get_tensor("activations"))
-        return self._loaded[1]
+    def limit_memory(self, nbytes: float) -> None:
+        """Read fewer rows at a time if a read would not fit in ``nbytes``."""
+        self.chunk_rows = _fit_rows(self.chunk_rows, nbytes, self.d_in * 8)  # float64 at most
+
+    def _rows(self, i: int, start: int, stop: int) -> Tensor:
+        """Rows ``start:stop`` of shard ``i``, read from disk without loading the rest of the shard."""
+        path = self.folder / self.files[i]
+        if i not in self._checked:
+            keys = check_safetensors(path)
+            if "activations" not in keys:
+                raise ValueError(f"{path}: holds no 'activations' tensor (it holds {keys})")
+            self._checked.add(i)
+        with safe_open(str(path), framework="pt") as f:
+            part = f.get_slice("activations")
+            shape = part.get_shape()
+            if len(shape) != 2 or shape[0] != self.sizes[i] or shape[1] != self.d_in:
+                raise ValueError(f"{path}: 'activations' has shape {tuple(shape)}; the index says "
+                                 f"[{self.sizes[i]}, {self.d_in}]")
+            return part[start:stop]
 
     def read(self) -> Tensor:
         offset, i = self.pos % self.n_rows, 0
         while offset >= self.sizes[i]:
             offset -= self.sizes[i]
             i += 1
-        rows = self._shard(i)[offset: offset + self.chunk_rows]
+        rows = self._rows(i, offset, min(offset + self.chunk_rows, self.sizes[i]))
         self.pos += rows.shape[0]
         return _check_finite(rows, f"in {self.folder / self.meta['shards'][i]['file']}", offset)
 
@@ -287,7 +254,19 @@ class ActivationStore:
     """Shuffled ``[batch, d_in]`` batches from an activation source (see the module docstring)."""
 
     def __init__(self, source, *, batch_size: int, buffer_batches: int = 8, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+                 world_size: int = 1, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 memory_budget: int | float | str | None = None) -> None:
+        if not all(hasattr(source, a) for a in ("read", "state", "load_state", "d_in")):
+            raise TypeError(f"source must be an activation source (ModelActivations, TensorActivations, "
+                            f"CachedActivations); got {type(source).__name__}")
+        check_int(batch_size, "batch_size", lo=1)
+        world_size = check_int(world_size, "world_size", lo=1)
+        check_int(rank, "rank", lo=0, hi=world_size - 1)
+        check_int(seed, "seed", lo=0)
+        check_int(buffer_batches, "buffer_batches", lo=2)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating-point torch.dtype; got {dtype!r}")
+        device = check_device(device)
         if batch_size % world_size:
             raise ValueError(f"batch_size ({batch_size}) must be divisible by world_size ({world_size})")
         if buffer_batches < 2:
@@ -302,11 +281,28 @@ class ActivationStore:
         self.generator = torch.Generator().manual_seed(seed + (1_000_003 * rank if self.partitioned else 0))
         self._buffer = torch.empty(0, self.d_in, dtype=dtype, device=self.device)
         self._pending = torch.empty(0, self.d_in, dtype=dtype, device=self.device)
+        self._fit_memory(memory_budget, buffer_batches)
+
+    def _fit_memory(self, memory_budget, buffer_batches: int) -> None:
+        budget = resolve_budget(memory_budget, self.device)
+        if budget.unlimited:
+            return
+        row_bytes = self.d_in * self.dtype.itemsize
+        buffer = 2 * self.capacity * row_bytes  # the buffer and its reshuffled copy during a refill
+        if buffer > budget.nbytes:
+            raise MemoryBudgetError(
+                f"the activation store's shuffle buffer ({buffer_batches} batches × {self.batch_size} rows × d_in "
+                f"{self.d_in} × {self.dtype.itemsize} bytes, twice while it is reshuffled) needs "
+                f"{format_bytes(buffer)}, above the memory budget of {format_bytes(budget.nbytes)} ({budget.source}); "
+                "lower buffer_batches or batch_size, or raise memory_budget")
+        if hasattr(self.source, "limit_memory"):
+            self.source.limit_memory(budget.nbytes - buffer)
 
     @classmethod
     def from_model(cls, model, site: str, tokens, *, context_length: int = 128, model_batch_size: int = 8,
                    skip_special: bool = True, **kw) -> ActivationStore:
-        """A store over ``model``'s activations at ``site``; ``tokens`` is any source ``load_tokens`` accepts."""
+        """A store over ``model``'s activations at ``site``; ``tokens`` is any source ``load_tokens`` accepts.
+        ``kw``: the store's arguments (``batch_size``, ``memory_budget``, ...)."""
         toks = load_tokens(tokens, model.tokenizer, context_length)
         src = ModelActivations(model, site, toks, model_batch_size=model_batch_size, skip_special=skip_special,
                                rank=kw.get("rank", 0), world_size=kw.get("world_size", 1))
@@ -353,6 +349,7 @@ class ActivationStore:
 
     def sample(self, n: int) -> Tensor:
         """Up to ``n`` rows of the (filled) buffer, without consuming them (e.g. to initialise ``b_dec``)."""
+        check_int(n, "n", lo=1)
         if self._buffer.shape[0] <= self.capacity // 2:
             self._refill()
         return self._buffer[:n]
@@ -379,16 +376,31 @@ class ActivationStore:
 
 def write_activation_cache(source, folder: str | Path, n_rows: int, *, shard_rows: int = 65536,
                            dtype: torch.dtype = torch.float32, meta: dict[str, Any] | None = None,
-                           progress: bool = True) -> Path:
+                           progress: bool = True, memory_budget: int | float | str | None = None) -> Path:
     """Write the first ``n_rows`` rows of ``source`` (in source order) to safetensors shards in ``folder``.
 
     Each shard is written atomically; ``activations.json`` (the index) is written last, so an interrupted write
     is never mistaken for a complete cache. ``source`` is an activation source or a ``[n, d_in]`` tensor.
+    ``memory_budget`` (see the module docstring) makes shards and source reads smaller so that the rows held at
+    once fit.
     """
     from tqdm.auto import tqdm
 
     if isinstance(source, Tensor):
         source = TensorActivations(source)
+    if not all(hasattr(source, a) for a in ("read", "d_in")):
+        raise TypeError(f"source must be an activation source or a [n, d_in] tensor; got {type(source).__name__}")
+    check_int(n_rows, "n_rows", lo=1)
+    shard_rows = check_int(shard_rows, "shard_rows", lo=1)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype; got {dtype!r}")
+    if meta is not None and not isinstance(meta, dict):
+        raise TypeError(f"meta must be a dict (JSON-able) or None; got {type(meta).__name__}")
+    budget = resolve_budget(memory_budget)
+    if not budget.unlimited:  # a shard's rows are held twice (pending reads and their concatenation)
+        shard_rows = _fit_rows(shard_rows, budget.nbytes / 2, source.d_in * dtype.itemsize, "a shard")
+        if hasattr(source, "limit_memory"):
+            source.limit_memory(budget.nbytes / 2)
     folder = Path(folder)
     shards, done, pending, have = [], 0, [], 0
     bar = tqdm(total=n_rows, desc="caching activations", unit="tok", disable=not progress)
@@ -408,6 +420,15 @@ def write_activation_cache(source, folder: str | Path, n_rows: int, *, shard_row
              "site": getattr(source, "site", (meta or {}).get("site")), "shards": shards}
     atomic_write_json(index, folder / CACHE_META)
     return folder
+
+
+def _fit_rows(rows: int, nbytes: float, row_bytes: int, what: str = "a read") -> int:
+    """``rows`` lowered so that twice that many rows of ``row_bytes`` fit in ``nbytes``."""
+    fits = int(nbytes // (2 * row_bytes))
+    if fits < 1:
+        raise MemoryBudgetError(f"not even one activation row ({format_bytes(row_bytes)}) of {what} fits in the "
+                                f"{format_bytes(max(0, nbytes))} the memory budget leaves; raise memory_budget")
+    return min(rows, fits)
 
 
 def rows_needed(batch_size: int, steps: int, buffer_batches: int) -> int:

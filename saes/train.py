@@ -27,6 +27,7 @@ from interp.saes.checkpoint import (
     load_checkpoint,
     optimizer_from_flat,
     optimizer_to_flat,
+    prepare_checkpoint_dir,
     save_checkpoint,
 )
 from interp.saes.config import TrainConfig
@@ -250,14 +251,16 @@ def train(config: TrainConfig, *, model=None, store: ActivationStore | None = No
     info = D.setup(config.device)
     completed = False
     try:
+        if config.checkpoint_dir and info.is_main:
+            prepare_checkpoint_dir(config.checkpoint_dir)  # removes what killed checkpoint writes left behind
+        latest = latest_checkpoint(config.checkpoint_dir) if config.checkpoint_dir else None
+        if latest is not None and not config.resume:  # checked before any model is loaded
+            raise FileExistsError(f"checkpoint_dir {config.checkpoint_dir} already holds a checkpoint ({latest.name}); "
+                                  "pass resume=True (--resume) to continue it, or choose an empty folder")
         if store is None:
             model = model if model is not None else _load_model(config, info)
             store = build_store(config, info, model)
         run = _Run(config, info, store)
-        latest = latest_checkpoint(config.checkpoint_dir) if config.checkpoint_dir else None
-        if latest is not None and not config.resume:
-            raise FileExistsError(f"checkpoint_dir {config.checkpoint_dir} already holds a checkpoint ({latest.name}); "
-                                  "pass resume=True to continue it, or choose an empty folder")
         if latest is not None:
             run.restore(latest)
         else:

@@ -9,6 +9,11 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+try:  # before anything imports nnsight: nnsight adds `object.save` (an unhashable instancemethod) on import, and
+    import beartype  # noqa: E402, F401  # beartype's import then fails (it hashes every callable on `object`)
+except ImportError:
+    pass
+
 # One intra-op thread per test process: test tensors are small, xdist workers already use every core, and on a
 # busy machine oversubscribed small matmuls run orders of magnitude slower.
 torch.set_num_threads(1)

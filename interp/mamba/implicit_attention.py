@@ -37,6 +37,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from interp.checks import index_list
 from interp.mamba.alpha import BLOCK_ELEMENTS, mamba1_alpha, mamba1_group_maps, mamba2_alpha
 
 __all__ = [
@@ -90,9 +91,9 @@ def _check_budget(T: int, n_maps: int, batch: int, max_len: int, max_elements: i
 def _channel_list(channels, d_inner: int) -> list[int]:
     if channels is None:
         return list(range(d_inner))
-    chans = [channels] if isinstance(channels, int) else [int(c) for c in channels]
+    chans = index_list(channels, "channels")
     bad = [c for c in chans if not 0 <= c < d_inner]
-    if bad or not chans:
+    if bad:
         raise IndexError(f"channels must be a non-empty list of indices in 0..{d_inner - 1}; got bad {bad or chans}")
     return chans
 
@@ -101,9 +102,10 @@ class _Recorded(Exception):
     """Raised by the recording hook once every requested site has fired: the rest of the forward is not needed."""
 
 
-def _scan_inputs(model, tokens: Tensor, layers: list[int]) -> dict[int, tuple[Tensor, Tensor, Tensor]]:
+def _scan_inputs(model, tokens: Tensor, layers: list[int],
+                 attention_mask: Tensor | None = None) -> dict[int, tuple[Tensor, Tensor, Tensor]]:
     """``{layer: (Δ, B, C)}`` recorded at ``hook_dt``/``hook_B``/``hook_C``, running the forward only until the
-    last of them has fired (no later layer, no LM head)."""
+    last of them has fired (no later layer, no LM head). With ``attention_mask``, Δ is zero at padded steps."""
     names = [scan_sites(layer)[k] for layer in layers for k in ("dt", "B", "C")]
     store: dict[str, Tensor] = {}
 
@@ -114,7 +116,7 @@ def _scan_inputs(model, tokens: Tensor, layers: list[int]) -> dict[int, tuple[Te
 
     try:
         with torch.no_grad(), model.hooks([(n, record) for n in names]):
-            model(tokens)
+            model(tokens, attention_mask=attention_mask, return_type=None)
     except _Recorded:
         pass
     missing = [n for n in names if n not in store]
@@ -130,7 +132,7 @@ def _dtype(B: Tensor) -> torch.dtype:
 
 def implicit_attention(
     model, tokens, layer: int, *, channels: int | Sequence[int] | None = None, max_len: int = MAX_LEN,
-    max_elements: int = MAX_ELEMENTS, chunk_elements: int = BLOCK_ELEMENTS,
+    max_elements: int = MAX_ELEMENTS, chunk_elements: int = BLOCK_ELEMENTS, attention_mask: Tensor | None = None,
 ) -> Float[Tensor, "batch channel query key"]:
     """α of layer ``layer`` for ``tokens``: ``[batch, channel, query, key]`` (Mamba-1, one map per channel of
     ``d_inner``, or of ``channels``) or ``[batch, head, query, key]`` (Mamba-2, per SSM head; ``channels``
@@ -140,12 +142,12 @@ def implicit_attention(
     """
     _check_mamba(model)
     tokens = model.check_tokens(tokens)
-    layer = model.check_layers(layer)[0]
+    layer = model.check_layer(layer)
     n = model.spec.d_inner if model.arch == "mamba" else model.spec.n_ssm_heads
     chans = _channel_list(channels, n)
     what = "channel" if model.arch == "mamba" else "head"
     _check_budget(tokens.shape[1], len(chans), tokens.shape[0], max_len, max_elements, what)
-    dt, B, C = _scan_inputs(model, tokens, [layer])[layer]
+    dt, B, C = _scan_inputs(model, tokens, [layer], attention_mask)[layer]
     A, _ = ssm_params(model, layer)
     if model.arch == "mamba2":
         return mamba2_alpha(dt, B, C, A, heads=None if channels is None else chans, dtype=_dtype(B))
@@ -158,6 +160,7 @@ def implicit_attention(
 def attention_patterns(
     model, tokens, layers: int | Sequence[int] | None = None, *, normalize: bool = True, absolute: bool = True,
     max_len: int = MAX_LEN, max_elements: int = MAX_ELEMENTS, chunk_elements: int = BLOCK_ELEMENTS,
+    attention_mask: Tensor | None = None,
 ) -> Float[Tensor, "layer batch head query key"]:
     """Implicit-attention maps ``[layer, batch, head, query, key]`` with the same layout as
     ``HookedModel.attention_patterns``, so head detectors run on Mamba too.
@@ -166,16 +169,18 @@ def attention_patterns(
     channels are split into ``model.n_heads`` contiguous groups and a head's map is the mean over its channels of
     ``|α|`` (signed α of different channels would cancel), reduced while computing (memory ``O(heads T²)``; per
     channel α of a channel subset: :func:`implicit_attention` with ``channels=``). ``absolute=False`` keeps the
-    signs (Mamba-1: mean of the signed α). ``normalize=True`` (default) divides each query row by the sum of its
-    absolute values, so rows sum to 1 like softmax attention probabilities and maps compare across heads and
-    layers; ``normalize=False`` returns the raw (mean) ``|α|``. Lower triangular, in the model's dtype.
+    signs (Mamba-1: mean of the signed α). ``normalize=True`` (the default: the ``HookedModel.attention_patterns``
+    contract) divides each query row by the sum of its absolute values, so rows sum to 1 like softmax attention
+    probabilities and maps compare across heads and layers; ``normalize=False`` returns the raw (mean) ``|α|``.
+    Lower triangular, in the model's dtype. ``attention_mask`` (1 = real token): padded steps have Δ = 0, so their
+    keys get α = 0 and a left-padded row's maps over its real tokens equal its unpadded run's.
     """
     _check_mamba(model)
     tokens = model.check_tokens(tokens)
     layers = model.check_layers(layers)
     b, T = tokens.shape
     _check_budget(T, len(layers) * model.n_heads, b, max_len, max_elements, "head")
-    scans = _scan_inputs(model, tokens, layers)
+    scans = _scan_inputs(model, tokens, layers, attention_mask)
     result = None
     bar = tqdm(total=len(layers) * model.spec.d_inner, desc="implicit attention", unit="channel", leave=False,
                disable=model.arch != "mamba" or T < PROGRESS_MIN_LEN)

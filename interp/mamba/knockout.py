@@ -31,6 +31,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from interp.checks import index_list
 from interp.mamba.implicit_attention import (
     CHUNK_ELEMENTS,
     _check_mamba,
@@ -46,14 +47,16 @@ Positions = int | Sequence[int] | Tensor
 
 
 def _position_mask(pos: Positions, batch: int, T: int, arg: str) -> Tensor:
-    """``[batch, T]`` bool from positions (ints, negatives count from the end) or a bool tensor ``[T]``/``[b, T]``."""
+    """``[batch, T]`` bool from positions (ints, negatives count from the end) or a bool tensor ``[T]``/``[b, T]``.
+    Floats and bools are not positions (``1.7`` and ``True`` are refused, not read as 1)."""
     if isinstance(pos, Tensor) and pos.dtype == torch.bool:
         if pos.shape not in ((T,), (batch, T), (1, T)):
             raise ValueError(f"{arg}: a bool mask must have shape [{T}] or [{batch}, {T}]; got {tuple(pos.shape)}")
-        return pos.reshape(-1, T).expand(batch, T)
-    idx = [pos] if isinstance(pos, int) else [int(p) for p in (pos.tolist() if isinstance(pos, Tensor) else pos)]
-    if not idx:
-        raise ValueError(f"{arg} is empty; expected at least one position")
+        return pos.reshape(-1, T).expand(batch, T).to(torch.bool)
+    if isinstance(pos, Tensor) and pos.ndim > 1:
+        raise ValueError(f"{arg}: integer positions must be a 1-d tensor (one list shared by the batch); got shape "
+                         f"{tuple(pos.shape)} (use a bool mask [batch, pos] for per-row positions)")
+    idx = index_list(pos, arg, what="position")
     bad = [p for p in idx if not -T <= p < T]
     if bad:
         raise IndexError(f"{arg}: positions {bad} are out of range for a sequence of {T} tokens")

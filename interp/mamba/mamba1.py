@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from interp.mamba.config import MambaSpec
 from interp.mamba.native import mamba1_scan
-from interp.mamba.scan import continue_from_patches, fire_states, mamba1_readout
+from interp.mamba.scan import continue_from_patches, fire_states, mamba1_readout, states_with_grad
 
 if TYPE_CHECKING:
     from interp.mamba.model import MixerSites
@@ -55,6 +55,13 @@ def causal_conv(conv: nn.Conv1d, x: Tensor) -> Tensor:
     return F.silu(out, inplace=not out.requires_grad).to(x.dtype)
 
 
+def causal_conv_after(conv: nn.Conv1d, x: Tensor, prefix: Tensor | None) -> Tensor:
+    """:func:`causal_conv`, optionally continuing after ``prefix`` (the ``d_conv - 1`` inputs before ``x``)."""
+    if prefix is None:
+        return causal_conv(conv, x)
+    return causal_conv(conv, torch.cat([prefix.to(x.dtype), x], dim=1))[:, prefix.shape[1]:]
+
+
 class Mamba1Mixer(nn.Module):
     """One Mamba-1 mixer; ``forward(u, sites)`` maps ``[b, T, d_model]`` to ``[b, T, d_model]``."""
 
@@ -75,30 +82,56 @@ class Mamba1Mixer(nn.Module):
         """The continuous-time state matrix ``A = -exp(A_log)`` ``[d_inner, N]`` (float32)."""
         return -torch.exp(self.A_log.float())
 
-    def forward(self, u: Tensor, sites: MixerSites) -> Tensor:
+    def forward(self, u: Tensor, sites: MixerSites, mask: Tensor | None = None) -> Tensor:
+        return self._mix(u, sites, mask)
+
+    def forward_suffix(self, u: Tensor, sites: MixerSites, conv_prefix: Tensor, h0: Tensor | None) -> Tensor:
+        """:meth:`forward` on positions ``p..`` of a longer sequence: ``conv_prefix`` ``[b, d_conv - 1, conv
+        channels]`` holds the conv inputs (``hook_x``) of the ``d_conv - 1`` positions before ``p`` (zeros before
+        the start), ``h0`` the SSM state after position ``p - 1`` (None at ``p = 0``). No padding mask."""
+        return self._mix(u, sites, None, conv_prefix, h0)
+
+    def _mix(self, u: Tensor, sites: MixerSites, mask: Tensor | None, conv_prefix: Tensor | None = None,
+             h0: Tensor | None = None) -> Tensor:
         s = self.spec
         x, z = self.in_proj(u).chunk(2, dim=-1)
+        if mask is not None:  # a padded step feeds nothing to the conv (see HookedMamba: padding)
+            x = x * mask[..., None].to(x.dtype)
         x = sites.fire("hook_x", x)
         z = sites.fire("hook_gate", z)
-        x = sites.fire("hook_conv_out", causal_conv(self.conv1d, x))
+        x = sites.fire("hook_conv_out", causal_conv_after(self.conv1d, x, conv_prefix))
         low, B, C = self.x_proj(x).split([s.dt_rank, s.d_state, s.d_state], dim=-1)
-        dt = sites.fire("hook_dt", F.softplus(F.linear(low, self.dt_proj.weight, self.dt_proj.bias).float()))
+        dt = F.softplus(F.linear(low, self.dt_proj.weight, self.dt_proj.bias).float())
+        if mask is not None:  # Δ = 0: the state passes a padded step unchanged
+            dt = dt * mask[..., None]
+        dt = sites.fire("hook_dt", dt)
         B = sites.fire("hook_B", B)
         C = sites.fire("hook_C", C)
         if sites.hooked("hook_ssm_state"):
-            y = self._scan_per_step(x, dt, B, C, sites)
+            y = self._scan_per_step(x, dt, B, C, sites, h0)
         else:
-            y, _, _ = mamba1_scan(x, dt, self.A, B, C, self.D)
+            y, _, _ = mamba1_scan(x, dt, self.A, B, C, self.D, h0)
         y = sites.fire("hook_y", y)
         out = self.out_proj((y * F.silu(z.float())).to(u.dtype))
         return sites.fire("hook_out", out)
 
-    def _scan_per_step(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor, sites: MixerSites) -> Tensor:
-        """Materialise every state, fire ``hook_ssm_state`` and continue from any patched state."""
+    def _scan_per_step(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor, sites: MixerSites,
+                       h0: Tensor | None = None) -> Tensor:
+        """Materialise every state, fire ``hook_ssm_state`` and continue from any patched state (the scan starts
+        from ``h0`` when given)."""
         A, D = self.A, self.D
-        y, states, _ = mamba1_scan(x, dt, A, B, C, D, return_states=True)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, dt, A, B, C, D)):
+            if h0 is not None:
+                raise NotImplementedError("gradients at hook_ssm_state of a suffix run (run_suffix) are not "
+                                          "supported; run the full sequence")
+            local = (dt * x.to(dt.dtype))[..., None] * B.to(dt.dtype)[:, :, None, :]
+            states = states_with_grad(lambda st: sites.fire("hook_ssm_state", st), local, dt[..., None], A,
+                                      lambda p, q, h: mamba1_scan(x[:, p:q], dt[:, p:q], A, B[:, p:q], C[:, p:q], D,
+                                                                  h, True)[1])
+            return mamba1_readout(states, x, C, D)
+        y, states, _ = mamba1_scan(x, dt, A, B, C, D, h0, return_states=True)
         after, changed = fire_states(lambda st: sites.fire("hook_ssm_state", st), states,
-                                     lambda: mamba1_scan(x, dt, A, B, C, D, return_states=True)[1])
+                                     lambda: mamba1_scan(x, dt, A, B, C, D, h0, return_states=True)[1])
         return continue_from_patches(
             y, after, changed,
             lambda p, q, h: mamba1_scan(x[:, p:q], dt[:, p:q], A, B[:, p:q], C[:, p:q], D, h, True)[1],

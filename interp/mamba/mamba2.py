@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from interp.mamba.config import MambaSpec
-from interp.mamba.mamba1 import causal_conv
+from interp.mamba.mamba1 import causal_conv_after
 from interp.mamba.native import mamba2_scan
-from interp.mamba.scan import continue_from_patches, fire_states, mamba2_readout
+from interp.mamba.scan import continue_from_patches, fire_states, mamba2_readout, states_with_grad
 
 if TYPE_CHECKING:
     from interp.mamba.model import MixerSites
@@ -77,33 +77,60 @@ class Mamba2Mixer(nn.Module):
         """The per-head state decay rate ``A = -exp(A_log)`` ``[H]`` (float32)."""
         return -torch.exp(self.A_log.float())
 
-    def forward(self, u: Tensor, sites: MixerSites) -> Tensor:
+    def forward(self, u: Tensor, sites: MixerSites, mask: Tensor | None = None) -> Tensor:
+        return self._mix(u, sites, mask)
+
+    def forward_suffix(self, u: Tensor, sites: MixerSites, conv_prefix: Tensor, h0: Tensor | None) -> Tensor:
+        """:meth:`forward` on positions ``p..`` of a longer sequence: ``conv_prefix`` ``[b, d_conv - 1, conv
+        channels]`` holds the conv inputs (``hook_x``) of the ``d_conv - 1`` positions before ``p`` (zeros before
+        the start), ``h0`` the SSM state after position ``p - 1`` (None at ``p = 0``). No padding mask."""
+        return self._mix(u, sites, None, conv_prefix, h0)
+
+    def _mix(self, u: Tensor, sites: MixerSites, mask: Tensor | None, conv_prefix: Tensor | None = None,
+             h0: Tensor | None = None) -> Tensor:
         s = self.spec
         b, T, _ = u.shape
         H, P, G, N = s.n_ssm_heads, s.head_dim, s.n_groups, s.d_state
         z, xbc, dt = self.in_proj(u).split([s.d_inner, s.conv_dim, H], dim=-1)
+        if mask is not None:  # a padded step feeds nothing to the conv (see HookedMamba: padding)
+            xbc = xbc * mask[..., None].to(xbc.dtype)
         xbc = sites.fire("hook_x", xbc)
         z = sites.fire("hook_gate", z)
-        x, B, C = causal_conv(self.conv1d, xbc).split([s.d_inner, G * N, G * N], dim=-1)
+        x, B, C = causal_conv_after(self.conv1d, xbc, conv_prefix).split([s.d_inner, G * N, G * N], dim=-1)
         x = sites.fire("hook_conv_out", x.reshape(b, T, H, P))
         dt = F.softplus(dt.float() + self.dt_bias.float()).clamp(s.dt_min, s.dt_max)
+        if mask is not None:  # Δ = 0: the state passes a padded step unchanged
+            dt = dt * mask[..., None]
         dt = sites.fire("hook_dt", dt)
         B = sites.fire("hook_B", B.reshape(b, T, G, N))
         C = sites.fire("hook_C", C.reshape(b, T, G, N))
         if sites.hooked("hook_ssm_state"):
-            y = self._scan_per_step(x, dt, B, C, sites)
+            y = self._scan_per_step(x, dt, B, C, sites, h0)
         else:
-            y, _, _ = mamba2_scan(x, dt, self.A, B, C, self.D, chunk_size=SSD_CHUNK)
+            y, _, _ = mamba2_scan(x, dt, self.A, B, C, self.D, h0, chunk_size=SSD_CHUNK)
         y = sites.fire("hook_y", y)
         out = self.out_proj(self.norm(y.reshape(b, T, s.d_inner), z).to(u.dtype))
         return sites.fire("hook_out", out)
 
-    def _scan_per_step(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor, sites: MixerSites) -> Tensor:
-        """Materialise every state, fire ``hook_ssm_state`` and continue from any patched state."""
+    def _scan_per_step(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor, sites: MixerSites,
+                       h0: Tensor | None = None) -> Tensor:
+        """Materialise every state, fire ``hook_ssm_state`` and continue from any patched state (the scan starts
+        from ``h0`` when given)."""
         A, D = self.A, self.D
-        y, states, _ = mamba2_scan(x, dt, A, B, C, D, return_states=True)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, dt, A, B, C, D)):
+            if h0 is not None:
+                raise NotImplementedError("gradients at hook_ssm_state of a suffix run (run_suffix) are not "
+                                          "supported; run the full sequence")
+            Bh = B.to(dt.dtype).repeat_interleave(x.shape[2] // B.shape[2], dim=2)  # [b, T, H, N]
+            local = (dt[..., None] * x.to(dt.dtype))[..., None] * Bh[:, :, :, None, :]
+            states = states_with_grad(lambda st: sites.fire("hook_ssm_state", st), local, dt[..., None, None],
+                                      A[:, None, None],
+                                      lambda p, q, h: mamba2_scan(x[:, p:q], dt[:, p:q], A, B[:, p:q], C[:, p:q], D,
+                                                                  h, True)[1])
+            return mamba2_readout(states, x, C, D)
+        y, states, _ = mamba2_scan(x, dt, A, B, C, D, h0, return_states=True)
         after, changed = fire_states(lambda st: sites.fire("hook_ssm_state", st), states,
-                                     lambda: mamba2_scan(x, dt, A, B, C, D, return_states=True)[1])
+                                     lambda: mamba2_scan(x, dt, A, B, C, D, h0, return_states=True)[1])
         return continue_from_patches(
             y, after, changed,
             lambda p, q, h: mamba2_scan(x[:, p:q], dt[:, p:q], A, B[:, p:q], C[:, p:q], D, h, True)[1],

@@ -24,6 +24,13 @@ changed (returned different values, or wrote in place) is taken as h_t, and the 
 ones, and a later patched step is again taken verbatim. A cache hook at the same site records the states as the
 hook chain returned them (patched steps, not their recomputed successors; ``hook_y`` reflects those).
 
+Padding: with an ``attention_mask``, a padded step contributes nothing: the conv input (``hook_x``) and Δ
+(``hook_dt``) are zero there, so the state passes through unchanged (Ā = 1, B̄ = 0) and a left-padded row equals
+its unpadded run.
+
+Gradients at ``hook_ssm_state`` (backward hooks, ``run_with_cache(grad=True)``) are total derivatives under the
+patching semantics above: a change to h_t is carried forward by the recurrence (taken at the unpatched point).
+
 Head axis: Mamba-2's ``n_heads`` are the SSM heads (``d_head`` = head_dim). Mamba-1 has no heads; ``n_heads`` is
 the number of contiguous channel groups used as the implicit-attention head axis: the largest divisor of
 ``d_inner`` that is at most 8 (:func:`~interp.mamba.config.mamba1_groups`), ``d_head = d_inner // n_heads``.
@@ -56,6 +63,9 @@ class MixerSites:
     def fire(self, short: str, act: Tensor) -> Tensor:
         return self.registry.fire(self.prefix + short, act)
 
+    def name(self, short: str) -> str:
+        return self.prefix + short
+
     def hooked(self, short: str) -> bool:
         return self.registry.hooked(self.prefix + short)
 
@@ -86,10 +96,17 @@ class MambaBlock(nn.Module):
         self.norm = RMSNorm(spec.d_model, spec.eps)
         self.mixer = Mamba1Mixer(spec) if spec.arch == "mamba" else Mamba2Mixer(spec)
 
-    def forward(self, resid: Tensor, registry: HookRegistry) -> Tensor:
+    def forward(self, resid: Tensor, registry: HookRegistry, mask: Tensor | None = None) -> Tensor:
+        return self._block(resid, registry, lambda u, sites: self.mixer(u, sites, mask))
+
+    def forward_suffix(self, resid: Tensor, registry: HookRegistry, conv_prefix: Tensor, h0: Tensor | None) -> Tensor:
+        """:meth:`forward` on positions ``p..``, continuing a recorded run (see ``Mamba*Mixer.forward_suffix``)."""
+        return self._block(resid, registry, lambda u, sites: self.mixer.forward_suffix(u, sites, conv_prefix, h0))
+
+    def _block(self, resid: Tensor, registry: HookRegistry, mix) -> Tensor:
         pre = f"blocks.{self.layer}."
         resid = registry.fire(pre + "hook_resid_pre", resid)
-        mixed = self.mixer(self.norm(resid.to(self.norm.weight.dtype)), MixerSites(registry, pre + "mixer."))
+        mixed = mix(self.norm(resid.to(self.norm.weight.dtype)), MixerSites(registry, pre + "mixer."))
         mixed = registry.fire(pre + "hook_mixer_out", mixed)
         base = resid.float() if self.spec.residual_in_fp32 else resid
         return registry.fire(pre + "hook_resid_post", base + mixed)
@@ -101,10 +118,15 @@ class HookedMamba(HookedModel):
     Extra attributes: ``spec`` (:class:`~interp.mamba.config.MambaSpec`), ``d_inner``, ``d_state``.
     """
 
+    has_ssm_state = True
+    has_implicit_attention = True
+    has_prefix_reuse = True
+
     def __init__(self, spec: MambaSpec, tokenizer=None) -> None:
         super().__init__(tokenizer)
         self.spec = spec
         self.arch = spec.arch
+        self.has_ssm_heads = spec.arch == "mamba2"
         self.n_layers, self.d_model, self.d_vocab = spec.n_layers, spec.d_model, spec.d_vocab
         self.d_inner, self.d_state = spec.d_inner, spec.d_state
         self.n_heads = spec.n_ssm_heads if spec.arch == "mamba2" else mamba1_groups(spec.d_inner)
@@ -127,18 +149,70 @@ class HookedMamba(HookedModel):
         names.append("ln_final.hook_normalized")
         return names
 
-    def _logits(self, tokens: Tensor) -> Tensor:
+    def _logits(self, tokens: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        resid = self._registry.fire("hook_embed", self.embed(tokens))
+        return self._logits_from(0, resid, attention_mask)
+
+    def _logits_from(self, layer: int, resid: Tensor, attention_mask: Tensor | None) -> Tensor:
         reg = self._registry
-        resid = reg.fire("hook_embed", self.embed(tokens))
-        for block in self.blocks:
-            resid = block(resid, reg)
-        w = self.ln_final.weight
-        hidden = reg.fire("ln_final.hook_normalized", w * self.ln_final.normalize(resid.to(w.dtype)))
+        for block in self.blocks[layer:]:
+            resid = block(resid, reg, attention_mask)
+        hidden = reg.fire("ln_final.hook_normalized", self._final_norm(resid))
         return self.unembed(hidden.to(self.unembed.weight.dtype)).float()
 
-    def attention_patterns(self, tokens, layers: int | Sequence[int] | None = None) -> Tensor:
-        """Implicit attention ``[layer, batch, head, query, key]`` (Ali et al. 2024), from
-        :func:`interp.mamba.implicit_attention.attention_patterns`; see there for the head axis."""
+    def _record_prefix(self, tokens: Tensor) -> list[dict[str, Tensor]]:
+        """Per layer: the conv inputs ``hook_x`` ``[b, T, conv channels]`` and every SSM state ``hook_ssm_state``."""
+        names = [n for layer in range(self.n_layers) for n in (f"blocks.{layer}.mixer.hook_x",
+                                                                 f"blocks.{layer}.mixer.hook_ssm_state")]
+        _, cache = self.run_with_cache(tokens, names_filter=names, return_type=None)
+        return [{"x": cache[f"blocks.{layer}.mixer.hook_x"], "states": cache[f"blocks.{layer}.mixer.hook_ssm_state"]}
+                for layer in range(self.n_layers)]
+
+    def _run_suffix(self, layer: int, pos: int, resid: Tensor, prefix, rows: Tensor) -> Tensor:
+        """Blocks ``layer..`` on positions ``pos..``: each mixer's conv continues after the recorded conv inputs of
+        the ``d_conv - 1`` positions before ``pos`` and its scan starts from the recorded state after ``pos - 1``."""
+        reg, k = self._registry, self.spec.d_conv
+        for block in self.blocks[layer:]:
+            rec = prefix.data[block.layer]
+            x = rec["x"][:, max(0, pos - k + 1):pos][rows]
+            conv_prefix = torch.cat([x.new_zeros(x.shape[0], k - 1 - x.shape[1], x.shape[2]), x], dim=1)
+            h0 = rec["states"][:, pos - 1][rows] if pos > 0 else None
+            resid = block.forward_suffix(resid, reg, conv_prefix, h0)
+        hidden = reg.fire("ln_final.hook_normalized", self._final_norm(resid))
+        return self.unembed(hidden.to(self.unembed.weight.dtype)).float()
+
+    def _final_norm(self, resid: Tensor) -> Tensor:
+        w = self.ln_final.weight
+        return w * self.ln_final.normalize(resid.to(w.dtype))
+
+    # ------------------------------------------------------------------ vocabulary
+    def _components(self, layer: int) -> dict[str, str]:
+        p, m = f"blocks.{layer}.", f"blocks.{layer}.mixer."
+        return {"resid_pre": p + "hook_resid_pre", "x": m + "hook_x", "gate": m + "hook_gate",
+                "conv": m + "hook_conv_out", "dt": m + "hook_dt", "B": m + "hook_B", "C": m + "hook_C",
+                "ssm_state": m + "hook_ssm_state", "ssm": m + "hook_y", "y": m + "hook_y", "out": m + "hook_out",
+                "mixer_out": p + "hook_mixer_out", "resid_post": p + "hook_resid_post"}
+
+    def _embed_weight(self) -> Tensor:
+        return self.embed.weight
+
+    def _unembed(self) -> tuple[Tensor, Tensor]:
+        w = self.unembed.weight
+        return w.T, w.new_zeros(self.d_vocab)
+
+    def _apply_part(self, which: str, layer: int | None, x: Tensor) -> Tensor:
+        if which == "ln_final":
+            return self._final_norm(x)
+        if which == "ln1":
+            norm = self.blocks[layer].norm
+            return norm(x.to(norm.weight.dtype))
+        return super()._apply_part(which, layer, x)
+
+    def attention_patterns(self, tokens, layers: int | Sequence[int] | None = None, *, normalize: bool = True,
+                           attention_mask: Tensor | None = None) -> Tensor:
+        """Implicit attention ``[layer, batch, head, query, key]`` (Ali et al. 2024): the ``HookedModel`` contract
+        (see there), computed by :func:`interp.mamba.implicit_attention.attention_patterns`; see there for the head
+        axis."""
         from interp.mamba.implicit_attention import attention_patterns
 
-        return attention_patterns(self, tokens, layers)
+        return attention_patterns(self, tokens, layers, normalize=normalize, attention_mask=attention_mask)

@@ -46,7 +46,7 @@ from interp.mamba.buffers import empty_large
 __all__ = [
     "selective_scan_ref", "ssd_scan_ref", "diag_scan", "auto_chunk", "states_chunk", "group_to_heads",
     "selective_scan_chunked", "ssd_states_chunked", "ssd_scan_chunked", "mamba1_readout", "mamba2_readout",
-    "changed_steps", "fire_states", "rescan_patched", "continue_from_patches",
+    "changed_steps", "fire_states", "rescan_patched", "continue_from_patches", "states_with_grad",
 ]
 
 
@@ -405,3 +405,29 @@ def continue_from_patches(y: Tensor, after: Tensor, changed: Tensor, rerun: Call
     untouched = changed.cumsum(1) == 0
     new[untouched] = y[untouched]
     return new
+
+
+def states_with_grad(fire: Callable[[Tensor], Tensor], local: Tensor, a: Tensor, A: Tensor,
+                     rerun: Callable[[int, int, Tensor], Tensor]) -> Tensor:
+    """The per-step states for a state site under autograd: fire the hooks, return states whose gradients are
+    right for every input and for the site itself.
+
+    ``local [b, T, *S, N]`` is the write term B̄_t x_t (in the graph of x, Δ, B) and ``exp(a_t A)`` the decay
+    (``a [b, T, ...]`` broadcasting to the state). The site's tensor is a fresh node holding the states' values;
+    the returned states are ``G + sg(V - G)`` where ``V`` are the values :func:`rescan_patched` gives (patches
+    carried forward) and ``G`` is the recurrence over ``local + (after - sg(after))`` (``after``: what the hooks
+    returned, zero in value). So the gradient with respect to h_t is the total derivative under the patching
+    semantics (a change to h_t is carried forward by Ā), and every input gets its gradient once, through ``local``
+    and the decays, never twice through both the site and the scan.
+    """
+    ones = local.new_ones((*local.shape[:2], *([1] * (local.ndim - 2))))
+    with torch.no_grad():
+        _, values, _ = diag_scan(a, A, ones, local, None, return_states=True)
+    node = values.requires_grad_().clone()  # not a leaf: hooks may write into it
+    after, changed = fire_states(fire, node, lambda: values.detach())
+    _, carried, _ = diag_scan(a, A, ones, local + (after - after.detach()), None, return_states=True)
+    if not bool(changed.any()):
+        return carried
+    with torch.no_grad():
+        patched = rescan_patched(after.detach(), changed, rerun)
+    return carried + (patched - carried).detach()

@@ -1,19 +1,25 @@
 """``HookedModel``: the one public interface over every supported architecture.
 
-Subclasses (Hugging Face transformers, TransformerLens models, Mamba) provide four things:
+Subclasses (Hugging Face transformers, TransformerLens models, Mamba) provide:
 
-- ``_site_names()``: the canonical sites this architecture has (TransformerLens names);
-- ``_logits(tokens)``: the forward pass, calling ``self._registry.fire(name, act)`` at each site it exposes
-  (or installing something that does, in ``_install``);
-- ``_install(names)``: optional; attach whatever makes ``names`` fire and return a function that detaches it;
-- the architecture attributes (``n_layers``, ``n_heads``, ``n_kv_heads``, ``d_model``, ``d_head``, ``arch``).
+- ``_site_names()``: the canonical sites this architecture has (TransformerLens names), in forward order;
+- ``_logits(tokens, attention_mask)``: the forward pass, calling ``self._registry.fire(name, act)`` at each site it
+  exposes (or attaching something that does, in ``_attach``); ``attention_mask`` is None or ``[batch, pos]`` 0/1;
+- ``_logits_from(layer, resid, attention_mask)``: the same from the residual stream before block ``layer``;
+- ``_attach(name)``: optional; attach what makes ``name`` fire and return a function that detaches it;
+- the vocabulary: ``_components(layer)``, ``_embed_weight()``, ``_unembed()``, ``_attention_weights(layer)`` and
+  ``_apply_part(which, layer, x)`` where they apply, the capability flags, and the architecture attributes
+  (``n_layers``, ``n_heads``, ``n_kv_heads``, ``d_model``, ``d_head``, ``d_vocab``, ``arch``).
 
-Everything else (token handling, validation, caching, hook contexts, attention patterns) lives here once.
+Everything else (tokens, validation, caching, nested hook contexts, gradients, losses, stopping and starting at a
+layer, generation) lives here once. Analysis code talks to this class only: its capability flags, ``components``
+and weights, never ``arch`` strings or a subclass.
 """
 
 from __future__ import annotations
 
 import difflib
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -22,18 +28,28 @@ import torch
 from torch import Tensor, nn
 
 from interp.cache import ActivationCache
-from interp.hooks import HookFn, HookRegistry, layer_of
+from interp.errors import CapabilityError
+from interp.hooks import HookFn, HookRegistry, StopForward, layer_of
+from interp.models.tokens import TokensMixin
 
-__all__ = ["HookedModel", "NamesFilter"]
+__all__ = ["HookedModel", "NamesFilter", "HookSpec"]
 
 NamesFilter = None | str | Sequence[str] | Callable[[str], bool]
+HookSpec = Sequence[tuple[str | Callable[[str], bool], HookFn]]
+RETURN_TYPES = ("logits", "loss", "both", None)
+_ATTN_KEYS = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")
 
 
-class HookedModel(nn.Module):
+class HookedModel(TokensMixin, nn.Module):
     """A causal LM with TransformerLens-style hook sites.
 
-    Attributes: ``n_layers``, ``n_heads`` (query heads), ``n_kv_heads``, ``d_model``, ``d_head``, ``d_vocab``,
-    ``tokenizer`` (may be None), ``arch`` (e.g. ``"llama"``, ``"gpt2"``, ``"mamba"``, ``"mamba2"``).
+    Attributes: ``n_layers``, ``n_heads`` (query heads; Mamba: SSM heads or channel groups), ``n_kv_heads``,
+    ``d_model``, ``d_head``, ``d_vocab``, ``tokenizer`` (may be None), ``arch`` (informative only).
+
+    Capability flags (what analyses ask instead of ``arch``): ``has_attention_heads`` (softmax attention with
+    ``W_Q``..``W_O`` and ``hook_pattern``), ``has_mlp``, ``has_ssm_state`` (``hook_ssm_state``),
+    ``has_implicit_attention`` (``attention_patterns`` is the SSM's implicit attention), ``has_ssm_heads``
+    (Mamba-2's heads; Mamba-1's ``n_heads`` are channel groups).
     """
 
     arch: str
@@ -43,23 +59,55 @@ class HookedModel(nn.Module):
     d_model: int
     d_head: int
     d_vocab: int
+    has_attention_heads: bool = False
+    has_mlp: bool = False
+    has_ssm_state: bool = False
+    has_implicit_attention: bool = False
+    has_ssm_heads: bool = False
+    has_prefix_reuse: bool = False
+    """``record_prefix`` / ``run_suffix`` work: a run can continue from any (layer, position) of a recorded one."""
 
     def __init__(self, tokenizer: Any = None) -> None:
         super().__init__()
         self.tokenizer = tokenizer
         self._registry = HookRegistry()
         self._sites_cache: tuple[str, ...] | None = None
+        self._attached: dict[str, Callable[[], None]] = {}
 
     # ------------------------------------------------------------------ subclass API
     def _site_names(self) -> list[str]:
         raise NotImplementedError
 
-    def _logits(self, tokens: Tensor) -> Tensor:
+    def _logits(self, tokens: Tensor, attention_mask: Tensor | None) -> Tensor:
         raise NotImplementedError
 
-    def _install(self, names: frozenset[str]) -> Callable[[], None]:
-        """Attach what makes ``names`` fire; return the undo. Models that fire inline need nothing."""
-        return lambda: None
+    def _logits_from(self, layer: int, resid: Tensor, attention_mask: Tensor | None) -> Tensor:
+        raise CapabilityError(f"this {self.arch} model cannot start a forward pass at a layer")
+
+    def _attach(self, name: str) -> Callable[[], None]:
+        """Attach what makes ``name`` fire; return the undo. Models that fire inline need nothing."""
+        return _nothing
+
+    def _components(self, layer: int) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _embed_weight(self) -> Tensor:
+        raise NotImplementedError
+
+    def _unembed(self) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _attention_weights(self, layer: int) -> dict[str, Tensor]:
+        raise CapabilityError(f"this {self.arch} model has no attention heads")
+
+    def _apply_part(self, which: str, layer: int | None, x: Tensor) -> Tensor:
+        raise CapabilityError(f"this {self.arch} model has no {which}")
+
+    def _record_prefix(self, tokens: Tensor) -> Any:
+        raise CapabilityError(f"this {self.arch} model cannot record a prefix")
+
+    def _run_suffix(self, layer: int, pos: int, resid: Tensor, prefix: Any, rows: Tensor) -> Tensor:
+        raise CapabilityError(f"this {self.arch} model cannot run a suffix")
 
     # ------------------------------------------------------------------ sites
     def site_names(self) -> list[str]:
@@ -99,78 +147,104 @@ class HookedModel(nn.Module):
         )
 
     def check_layers(self, layers: int | Sequence[int] | None, arg: str = "layers") -> list[int]:
-        """Normalise a layer selection (None = all), raising on out-of-range indices."""
+        """Normalise a layer selection (None = all; negatives count from the end), raising on bad indices."""
         if layers is None:
             return list(range(self.n_layers))
-        out = [layers] if isinstance(layers, int) else list(layers)
-        for layer in out:
-            if not isinstance(layer, int) or not -self.n_layers <= layer < self.n_layers:
-                raise IndexError(f"{arg}: layer {layer!r} is out of range; this model has {self.n_layers} layers")
-        return [layer % self.n_layers for layer in out]
+        items = [layers] if _is_index(layers) else layers
+        if isinstance(items, (str, bytes)) or not isinstance(items, (Sequence, range, Tensor)):
+            raise TypeError(f"{arg} must be a layer index or a sequence of them; got {type(layers).__name__}")
+        out = []
+        for layer in (items.tolist() if isinstance(items, Tensor) else items):
+            if not _is_index(layer):
+                raise TypeError(f"{arg}: {layer!r} is not a layer index (expected an int, not "
+                                f"{type(layer).__name__})")
+            i = operator.index(layer)
+            if not -self.n_layers <= i < self.n_layers:
+                raise IndexError(f"{arg}: layer {i} is out of range; this model has {self.n_layers} layers")
+            out.append(i % self.n_layers)
+        if not out:
+            raise ValueError(f"{arg} is empty; pass None for every layer")
+        return out
 
-    # ------------------------------------------------------------------ tokens
-    def to_tokens(self, text: str | Sequence[str], prepend_bos: bool = True, padding_side: str = "right") -> Tensor:
-        """Tokenise text into ``LongTensor[batch, pos]``; ``prepend_bos`` adds the BOS token if the tokenizer has one.
+    def check_layer(self, layer: int, arg: str = "layer") -> int:
+        """Normalise one layer index (negatives count from the end), raising on anything else."""
+        if not _is_index(layer):
+            raise TypeError(f"{arg} must be one layer index (an int); got {layer!r}")
+        return self.check_layers(operator.index(layer), arg)[0]
 
-        Several strings are padded (with the pad or EOS token) to the longest.
+    def components(self, layer: int) -> dict[str, str]:
+        """Role -> site name for block ``layer``, so analyses name roles, not strings.
+
+        Every model: ``resid_pre``, ``resid_post``. Transformers: ``ln1``, ``q``, ``k``, ``v``, (``rot_q``,
+        ``rot_k``), ``attn_scores``, ``pattern``, ``z``, ``result``, ``attn_out``, ``resid_mid``, ``ln2``, ``mlp_post``,
+        ``mlp_out`` (those the model has). Mamba: ``x`` (in_proj's conv input), ``gate``, ``conv`` (conv + SiLU
+        output, the scan input), ``dt``, ``B``, ``C``, ``ssm_state``, ``ssm`` and ``y`` (the scan output), ``out``
+        and ``mixer_out`` (the mixer's output); Sharma et al. 2024 trace ``conv``, ``ssm``, ``gate``, ``out``.
         """
-        tok = self._need_tokenizer()
-        texts = [text] if isinstance(text, str) else list(text)
-        if not texts or not all(isinstance(t, str) for t in texts):
-            raise TypeError("text must be a string or a non-empty list of strings")
-        ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-        bos = getattr(tok, "bos_token_id", None)
-        if prepend_bos and bos is not None:
-            ids = [[bos, *seq] for seq in ids]
-        width = max(len(s) for s in ids)
-        if width == 0:
-            raise ValueError("text tokenises to nothing; pass a non-empty string or prepend_bos=True")
-        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-        if padding_side not in ("right", "left"):
-            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
-        rows = [s + [pad] * (width - len(s)) if padding_side == "right" else [pad] * (width - len(s)) + s for s in ids]
-        return torch.tensor(rows, dtype=torch.long, device=self.device)
+        return dict(self._components(self.check_layer(layer)))
 
-    def to_str_tokens(self, tokens: str | Tensor | Sequence[int],
-                      prepend_bos: bool = True) -> list[str] | list[list[str]]:
-        """Token strings of a text or of token ids (a list per row for a 2-D batch)."""
-        tok = self._need_tokenizer()
-        if isinstance(tokens, str):
-            tokens = self.to_tokens(tokens, prepend_bos=prepend_bos)[0]
-        if isinstance(tokens, Tensor):
-            if tokens.ndim == 2:
-                return [self.to_str_tokens(row) for row in tokens]  # type: ignore[misc]
-            tokens = tokens.tolist()
-        return [tok.decode([int(t)]) for t in tokens]
+    # ------------------------------------------------------------------ weights (TransformerLens names)
+    @property
+    def W_E(self) -> Tensor:
+        """Token embedding ``[d_vocab, d_model]`` (``hook_embed == W_E[tokens]``)."""
+        return self._embed_weight()
 
-    def to_string(self, tokens: Tensor | Sequence[int]) -> str:
-        """Decode token ids back to text."""
-        ids = tokens.tolist() if isinstance(tokens, Tensor) else list(tokens)
-        return self._need_tokenizer().decode(ids)
+    @property
+    def W_U(self) -> Tensor:
+        """Unembedding ``[d_model, d_vocab]``: ``logits = ln_final.hook_normalized @ W_U + b_U``."""
+        return self._unembed()[0]
 
-    def _need_tokenizer(self):
-        if self.tokenizer is None:
-            raise ValueError("this model has no tokenizer; pass token ids (LongTensor[batch, pos]) instead of text")
-        return self.tokenizer
+    @property
+    def b_U(self) -> Tensor:
+        """Unembedding bias ``[d_vocab]`` (zeros when the model has none)."""
+        return self._unembed()[1]
 
-    def check_tokens(self, tokens: Tensor | str | Sequence[str], arg: str = "tokens") -> Tensor:
-        """Validate (or tokenise) model input: an integer tensor [batch, pos] with ids in the vocabulary."""
-        if isinstance(tokens, str) or (isinstance(tokens, (list, tuple)) and tokens and isinstance(tokens[0], str)):
-            return self.to_tokens(tokens)
-        if not isinstance(tokens, Tensor):
-            raise TypeError(f"{arg} must be a LongTensor[batch, pos] or text; got {type(tokens).__name__}")
-        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
-            raise TypeError(f"{arg} must hold integer token ids (torch.long); got dtype {tokens.dtype}")
-        if tokens.ndim == 1:
-            tokens = tokens.unsqueeze(0)
-        if tokens.ndim != 2:
-            raise ValueError(f"{arg} must have shape [batch, pos]; got {tuple(tokens.shape)}")
-        if tokens.shape[0] == 0 or tokens.shape[1] == 0:
-            raise ValueError(f"{arg} is empty (shape {tuple(tokens.shape)}); expected at least one token in one row")
-        lo, hi = int(tokens.min()), int(tokens.max())
-        if lo < 0 or hi >= self.d_vocab:
-            raise ValueError(f"{arg} holds ids in [{lo}, {hi}] but the vocabulary has ids 0..{self.d_vocab - 1}")
-        return tokens.to(device=self.device, dtype=torch.long)
+    def _stacked(self, key: str) -> Tensor:
+        if not self.has_attention_heads:
+            raise CapabilityError(f"{key}: this {self.arch} model has no attention heads (see has_attention_heads)")
+        return torch.stack([self._attention_weights(layer)[key] for layer in range(self.n_layers)])
+
+    W_Q = property(lambda self: self._stacked("W_Q"),
+                   doc="Queries ``[layer, head, d_model, d_head]``: ``hook_q = apply_ln1(resid_pre) @ W_Q + b_Q``.")
+    W_K = property(lambda self: self._stacked("W_K"),
+                   doc="Keys ``[layer, head, d_model, d_head]``, kv heads repeated per query head (TransformerLens).")
+    W_V = property(lambda self: self._stacked("W_V"),
+                   doc="Values ``[layer, head, d_model, d_head]``, kv heads repeated per query head.")
+    W_O = property(lambda self: self._stacked("W_O"),
+                   doc="Outputs ``[layer, head, d_head, d_model]``: ``hook_attn_out = Σ_h z_h @ W_O[h] + b_O``.")
+    b_Q = property(lambda self: self._stacked("b_Q"), doc="Query biases ``[layer, head, d_head]`` (zeros if none).")
+    b_K = property(lambda self: self._stacked("b_K"), doc="Key biases ``[layer, head, d_head]``.")
+    b_V = property(lambda self: self._stacked("b_V"), doc="Value biases ``[layer, head, d_head]``.")
+    b_O = property(lambda self: self._stacked("b_O"), doc="Output biases ``[layer, d_model]``.")
+
+    def apply_ln1(self, layer: int, x: Tensor) -> Tensor:
+        """The norm before block ``layer``'s attention (Mamba: before its mixer) applied to residual vectors
+        ``[..., d_model]``: its output is what ``W_Q``/``W_K``/``W_V`` read. Fires no hooks."""
+        return self._apply_checked("ln1", layer, x)
+
+    def apply_ln2(self, layer: int, x: Tensor) -> Tensor:
+        """The norm before block ``layer``'s MLP applied to residual vectors: the input of :meth:`apply_mlp`."""
+        return self._apply_checked("ln2", layer, x)
+
+    def apply_mlp(self, layer: int, x: Tensor) -> Tensor:
+        """Block ``layer``'s MLP on normalised inputs ``[..., d_model]`` (``hook_mlp_out`` for
+        ``apply_ln2(resid_mid)``); e.g. ``apply_mlp(0, apply_ln2(0, W_E))`` is MLP0(W_E) (Gould et al. 2023)."""
+        return self._apply_checked("MLP", layer, x)
+
+    def apply_ln_final(self, x: Tensor) -> Tensor:
+        """The final norm: ``apply_ln_final(resid) @ W_U + b_U`` are the logits."""
+        return self._apply_checked("ln_final", None, x)
+
+    def _apply_checked(self, which: str, layer: int | None, x: Tensor) -> Tensor:
+        if which in ("ln2", "MLP") and not self.has_mlp:
+            raise CapabilityError(f"apply_{which.lower()}: this {self.arch} model has no MLP (see has_mlp)")
+        if layer is not None:
+            layer = self.check_layer(layer)
+        if not isinstance(x, Tensor) or x.shape[-1:] != (self.d_model,):
+            raise ValueError(f"x must be a tensor [..., d_model={self.d_model}]; got "
+                             f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        with self._registry.silenced():
+            return self._apply_part(which, layer, x)
 
     @property
     def device(self) -> torch.device:
@@ -178,68 +252,303 @@ class HookedModel(nn.Module):
             return p.device
         return torch.device("cpu")
 
-    # ------------------------------------------------------------------ running
-    def forward(self, tokens: Tensor | str | Sequence[str]) -> Tensor:
-        """Logits ``[batch, pos, d_vocab]``."""
-        return self._logits(self.check_tokens(tokens))
-
-    @contextmanager
-    def hooks(self, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]] = ()) -> Iterator[HookedModel]:
-        """Activate forward hooks for the ``with`` block; they are removed on every exit path.
-
-        ``fwd_hooks`` holds ``(name_or_predicate, fn)`` pairs; ``fn(act, *, hook)`` may return a replacement
-        of the same shape (``hook.name``, ``hook.layer`` tell where it is called).
-        """
+    # ------------------------------------------------------------------ hook contexts
+    def _expand(self, hooks: HookSpec, arg: str) -> list[tuple[str, HookFn]]:
         pairs: list[tuple[str, HookFn]] = []
-        for i, item in enumerate(fwd_hooks):
+        if isinstance(hooks, (str, bytes)) or not isinstance(hooks, (Sequence, Iterator)):
+            raise TypeError(f"{arg} must be a list of (name_or_predicate, fn) pairs; got {type(hooks).__name__}")
+        for i, item in enumerate(hooks):
             if not (isinstance(item, (tuple, list)) and len(item) == 2 and callable(item[1])):
-                raise TypeError(f"fwd_hooks[{i}] must be a (name_or_predicate, fn) pair; got {item!r}")
+                raise TypeError(f"{arg}[{i}] must be a (name_or_predicate, fn) pair; got {item!r}")
             target, fn = item
             names = [self.check_site(target)] if isinstance(target, str) else self.resolve_names(target)
             pairs.extend((n, fn) for n in names)
+        return pairs
+
+    @contextmanager
+    def hooks(self, fwd_hooks: HookSpec = (), bwd_hooks: HookSpec = ()) -> Iterator[HookedModel]:
+        """Activate hooks for the ``with`` block; exactly these are removed on every exit path.
+
+        ``fwd_hooks`` / ``bwd_hooks`` hold ``(name_or_predicate, fn)`` pairs. A forward hook ``fn(act, *, hook)``
+        may return a replacement of the same shape; a backward hook ``fn(grad, *, hook)`` sees the gradient of the
+        loss with respect to the site's activation when ``backward()`` runs inside the block, and may return a
+        replacement. Contexts nest: each pair fires once per forward pass, outer contexts before inner ones.
+        """
+        fwd, bwd = self._expand(fwd_hooks, "fwd_hooks"), self._expand(bwd_hooks, "bwd_hooks")
         with ExitStack() as stack:
-            stack.enter_context(self._registry.active(pairs))
-            undo = self._install(self._registry.hooked_names())
-            stack.callback(undo)
+            stack.callback(self._sync_attached)  # runs after the registry dropped this context's entries
+            stack.enter_context(self._registry.active(fwd, bwd))
+            self._sync_attached()
             yield self
 
-    def run_with_hooks(self, tokens, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]] = ()) -> Tensor:
-        """Logits of one forward pass with ``fwd_hooks`` active."""
-        tokens = self.check_tokens(tokens)
+    def _sync_attached(self) -> None:
+        """Attach every hooked site not yet attached (in forward order); detach those no hook needs any more."""
+        wanted = self._registry.hooked_names()
+        for name in [n for n in self._attached if n not in wanted]:
+            self._attached.pop(name)()
+        for name in self.site_names():
+            if name in wanted and name not in self._attached:
+                self._attached[name] = self._attach(name)
+
+    # ------------------------------------------------------------------ running
+    def forward(self, input, *, attention_mask: Tensor | None = None, return_type: str | None = "logits",
+                loss_per_token: bool = False, stop_at_layer: int | None = None, start_at_layer: int | None = None,
+                tokens: Tensor | None = None):
+        """Run the model.
+
+        ``input``: token ids ``[batch, pos]`` or text (a list of strings is padded and masked); with
+        ``start_at_layer=l``, the residual stream ``[batch, pos, d_model]`` before block ``l`` (then ``tokens=``
+        is needed for a loss). ``attention_mask`` ``[batch, pos]`` (1 = real token) makes padded rows equal their
+        unpadded runs. ``return_type``: ``"logits"`` ``[batch, pos, d_vocab]``, ``"loss"`` (mean next-token
+        cross-entropy over real targets; per token ``[batch, pos - 1]`` with ``loss_per_token``, 0 where the
+        target or the input is padding), ``"both"`` (``(logits, loss)``) or None. ``stop_at_layer=l`` returns
+        the residual stream before block ``l`` (``blocks.{l}.hook_resid_pre``, after its hooks; ``l = n_layers``:
+        the last ``hook_resid_post``) without running the rest.
+        """
+        out, tokens, mask = self._run(input, attention_mask, stop_at_layer, start_at_layer, tokens)
+        if stop_at_layer is not None:
+            if return_type not in ("logits", None):
+                raise ValueError(f"return_type={return_type!r} needs logits; stop_at_layer returns the residual stream")
+            return out
+        return self._finish(out, tokens, mask, return_type, loss_per_token)
+
+    def _run(self, input, attention_mask, stop_at_layer, start_at_layer, tokens):
+        if start_at_layer is None:
+            if tokens is not None:
+                raise ValueError("tokens= is only for start_at_layer runs (input is the token ids otherwise)")
+            tokens, mask = self._prepare(input, attention_mask)
+            start, resid = None, None
+        else:
+            start = self._layer_bound(start_at_layer, "start_at_layer", allow_end=False)
+            resid = self._check_resid(input)
+            mask = self._check_mask(attention_mask, resid.shape[:2])
+            if tokens is not None:
+                tokens = self._prepare(tokens, None, "tokens")[0]
+                if tokens.shape != resid.shape[:2]:
+                    raise ValueError(f"tokens has shape {tuple(tokens.shape)}; expected {tuple(resid.shape[:2])} "
+                                     "(the residual stream's batch and pos)")
+        stop = None if stop_at_layer is None else self._layer_bound(stop_at_layer, "stop_at_layer", allow_end=True)
+        if start is not None and stop is not None and stop <= start:
+            raise ValueError(f"stop_at_layer={stop_at_layer} must come after start_at_layer={start_at_layer}")
+        reg = self._registry
+        with ExitStack() as stack:
+            if stop is not None:
+                site = self._stop_site(stop)
+                stack.enter_context(self.hooks([(site, _nothing_hook)]))
+                old_stop, reg.stop_site = reg.stop_site, site
+                stack.callback(setattr, reg, "stop_site", old_stop)
+            if start is not None:
+                before = frozenset(self._sites_before(start))
+                old_mute, reg.mute = reg.mute, before.__contains__
+                stack.callback(setattr, reg, "mute", old_mute)
+            try:
+                out = self._logits(tokens, mask) if start is None else self._logits_from(start, resid, mask)
+            except StopForward as stopped:
+                return stopped.act, tokens, mask
+        if stop is not None:
+            raise RuntimeError(f"stop_at_layer={stop_at_layer}: the stop site {self._stop_site(stop)!r} never fired")
+        return out, tokens, mask
+
+    def _layer_bound(self, value, arg: str, allow_end: bool) -> int:
+        if not _is_index(value):
+            raise TypeError(f"{arg} must be an int layer index; got {type(value).__name__}")
+        i, n = operator.index(value), self.n_layers
+        hi = n if allow_end else n - 1
+        if not -n <= i <= hi:
+            raise IndexError(f"{arg}={i} is out of range; expected -{n}..{hi}")
+        return i % n if i < 0 else i
+
+    def _stop_site(self, layer: int) -> str:
+        return f"blocks.{layer}.hook_resid_pre" if layer < self.n_layers else f"blocks.{layer - 1}.hook_resid_post"
+
+    def _sites_before(self, layer: int) -> list[str]:
+        sites = self.site_names()
+        return sites[: sites.index(f"blocks.{layer}.hook_resid_pre")]
+
+    def _sites_through(self, layer: int) -> list[str]:
+        sites = self.site_names()
+        return sites[: sites.index(self._stop_site(layer)) + 1]
+
+    def _check_resid(self, resid) -> Tensor:
+        if not isinstance(resid, Tensor) or not resid.dtype.is_floating_point or resid.ndim != 3 \
+                or resid.shape[-1] != self.d_model:
+            got = f"shape {tuple(resid.shape)}, {resid.dtype}" if isinstance(resid, Tensor) else type(resid).__name__
+            raise ValueError(f"with start_at_layer, input must be the residual stream [batch, pos, "
+                             f"d_model={self.d_model}] (float); got {got}")
+        return resid.to(self.device)
+
+    def _finish(self, logits: Tensor, tokens: Tensor | None, mask: Tensor | None, return_type, loss_per_token):
+        if return_type not in RETURN_TYPES:
+            raise ValueError(f"return_type must be one of {RETURN_TYPES}; got {return_type!r}")
+        if return_type == "logits":
+            return logits
+        if return_type is None:
+            return None
+        if tokens is None:
+            raise ValueError("a loss needs the token ids: pass tokens= with start_at_layer")
+        loss = next_token_loss(logits, tokens, mask, per_token=loss_per_token)
+        return loss if return_type == "loss" else (logits, loss)
+
+    def run_with_hooks(self, tokens, fwd_hooks: HookSpec = (), *, attention_mask: Tensor | None = None,
+                       **forward_kwargs):
+        """One forward pass (see :meth:`forward` for the keyword arguments) with ``fwd_hooks`` active. For backward
+        hooks use ``with model.hooks(fwd_hooks, bwd_hooks):`` around both the forward and the backward pass."""
+        if "bwd_hooks" in forward_kwargs:
+            raise TypeError("run_with_hooks: backward hooks must outlive the forward pass; use "
+                            "`with model.hooks(bwd_hooks=...):` around the forward and backward passes")
         with self.hooks(fwd_hooks):
-            return self._logits(tokens)
+            return self(tokens, attention_mask=attention_mask, **forward_kwargs)
 
     def run_with_cache(
-        self, tokens, names_filter: NamesFilter = None, *, device: str | torch.device | None = None,
-        fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]] = (),
-    ) -> tuple[Tensor, ActivationCache]:
-        """Run the model and record activations at the selected sites (after any ``fwd_hooks``).
+        self, tokens, names_filter: NamesFilter = None, *, grad: bool = False,
+        device: str | torch.device | None = None, fwd_hooks: HookSpec = (), attention_mask: Tensor | None = None,
+        memory_budget: int | float | str | None = None, **forward_kwargs,
+    ) -> tuple[Any, ActivationCache]:
+        """Run the model and record activations at the selected sites (after any hooks, including ``fwd_hooks``
+        and those of enclosing ``hooks(...)`` contexts).
 
-        Returns ``(logits, cache)`` where ``cache[name]`` is a detached tensor (``hook_pattern``:
-        ``[batch, head, query, key]``). ``device`` moves cached tensors (e.g. ``"cpu"``).
+        Returns ``(output, cache)``: ``output`` as :meth:`forward` returns it (``forward_kwargs``: ``return_type``,
+        ``stop_at_layer``, ...), ``cache[name]`` a tensor (``hook_pattern``: ``[batch, head, query, key]``).
+        ``grad=True`` runs with gradients and keeps the cached activations in the graph (for gradient-based
+        methods: ``torch.autograd.grad(loss, cache[name])``); by default the run is under ``no_grad`` and the
+        tensors are detached. ``device`` moves cached tensors (e.g. ``"cpu"``). A site asked for by name that did
+        not fire raises; asking for one that a ``stop_at_layer``/``start_at_layer`` run skips is an error up front.
+        A cache estimated (without running the model, :meth:`cache_size`) above ``memory_budget`` (bytes, ``"2GiB"``,
+        ``"80%"``, ``"off"``; default ``$INTERP_MEMORY_BUDGET`` or half the available memory) is refused with a
+        ``MemoryBudgetError`` saying the estimate and how to reduce it (see :mod:`interp.models.memory`).
         """
-        tokens = self.check_tokens(tokens)
         names = self.resolve_names(names_filter)
+        stop, start = forward_kwargs.get("stop_at_layer"), forward_kwargs.get("start_at_layer")
+        reachable = set(self.site_names())
+        if stop is not None:
+            reachable &= set(self._sites_through(self._layer_bound(stop, "stop_at_layer", True)))
+        if start is not None:
+            reachable -= set(self._sites_before(self._layer_bound(start, "start_at_layer", False)))
+        skipped = [n for n in names if n not in reachable]
+        if skipped and not callable(names_filter) and names_filter is not None:
+            raise ValueError(f"sites {skipped[:4]} are never reached by this run (stop_at_layer={stop}, "
+                             f"start_at_layer={start}); drop them or change the layers")
+        names = [n for n in names if n in reachable]
+        from interp.models.memory import check_cache_budget  # the memory guard: refuse a cache above the budget
+
+        check_cache_budget(self, tokens, names, memory_budget=memory_budget, device=device,
+                           attention_mask=attention_mask, **forward_kwargs)
         store: dict[str, Tensor] = {}
 
         def save(act: Tensor, *, hook) -> None:
+            if grad:
+                store[hook.name] = act if device is None else act.to(device)
+                return
             t = act.detach()
             store[hook.name] = t.to(device) if device is not None else t.clone() if t._base is not None else t
 
-        with torch.no_grad(), self.hooks([*fwd_hooks, *((n, save) for n in names)]):
-            logits = self._logits(tokens)
-        ordered = {n: store[n] for n in names if n in store}
-        return logits, ActivationCache(ordered, self)
+        with ExitStack() as stack:
+            if not grad:
+                stack.enter_context(torch.no_grad())
+            stack.enter_context(self.hooks([*fwd_hooks, *((n, save) for n in names)]))
+            out = self(tokens, attention_mask=attention_mask, **forward_kwargs)
+        missing = [n for n in names if n not in store]
+        if missing:
+            raise RuntimeError(f"sites {missing[:5]} were hooked but did not fire in this forward pass "
+                               f"({len(missing)} in all); this is a bug in the {type(self).__name__} wrapper")
+        return out, ActivationCache({n: store[n] for n in names}, self)
 
-    def attention_patterns(self, tokens, layers: int | Sequence[int] | None = None) -> Tensor:
-        """Attention probabilities ``[layer, batch, head, query, key]`` for the chosen layers (all by default)."""
+    def cache_size(self, tokens, names_filter: NamesFilter = None, **forward_kwargs) -> int:
+        """Estimated bytes of the cache ``run_with_cache(tokens, names_filter, **forward_kwargs)`` would hold, from
+        the sites' shapes, without running the model on ``tokens`` (token ids, text, or a ``(batch, pos)`` shape);
+        see :mod:`interp.models.memory`."""
+        from interp.models.memory import cache_size
+
+        return cache_size(self, tokens, names_filter, **forward_kwargs)
+
+    def attention_patterns(self, tokens, layers: int | Sequence[int] | None = None, *, normalize: bool = True,
+                           attention_mask: Tensor | None = None) -> Tensor:
+        """Attention maps ``[layer, batch, head, query, key]`` for the chosen layers (all by default).
+
+        The one contract across architectures: for transformers these are the softmax attention probabilities
+        (``hook_pattern``; rows already sum to 1, so ``normalize`` changes nothing). Mamba models return their
+        implicit attention (Ali et al. 2024): per head the mean |α| over the head's channels, and with
+        ``normalize=True`` (the default) each query row divided by its sum, so rows sum to 1 and compare with
+        attention probabilities; ``normalize=False`` returns the raw mean |α| (not bounded by 1).
+        """
+        if not self.has_attention_heads:
+            raise CapabilityError(f"attention_patterns: this {self.arch} model has no attention patterns")
         layers = self.check_layers(layers)
-        names = [f"blocks.{layer}.attn.hook_pattern" for layer in layers]
-        _, cache = self.run_with_cache(tokens, names_filter=names)
+        names = [self.components(layer)["pattern"] for layer in layers]
+        _, cache = self.run_with_cache(tokens, names_filter=names, attention_mask=attention_mask)
         return torch.stack([cache[n] for n in names])
+
+    def record_prefix(self, tokens):
+        """Run ``tokens`` ``[batch, pos]`` once (under any active hooks) and keep, for every layer and position, what
+        :meth:`run_suffix` needs to continue this run from there: the keys and values (transformers) or the conv
+        inputs and SSM states (Mamba). Returns a :class:`~interp.models.prefix.Prefix`. Models without this
+        (``has_prefix_reuse`` False) raise ``CapabilityError``."""
+        from interp.models.prefix import record_prefix
+
+        return record_prefix(self, tokens)
+
+    def run_suffix(self, resid: Tensor, start_at_layer: int, start_pos: int, prefix, *, rows=None,
+                   stop_at_layer: int | None = None) -> Tensor:
+        """Blocks ``start_at_layer..`` on positions ``start_pos..start_pos + S - 1`` of the run ``prefix`` recorded,
+        reading what positions ``< start_pos`` contribute from ``prefix`` instead of recomputing them.
+
+        ``resid`` ``[B, S, d_model]``: the residual stream before block ``start_at_layer`` at those positions.
+        ``rows`` ``[B]``: the prefix row each resid row continues (default: the same row, or row 0 of a one-row
+        prefix). Returns logits ``[B, S, d_vocab]`` for those positions, or with ``stop_at_layer`` the residual
+        stream before that block (``n_layers``: the last ``hook_resid_post``). Equals the same positions of a full
+        run whose positions ``< start_pos`` are the recorded ones. Sites of blocks ``>= start_at_layer`` fire with
+        the suffix's positions only (``hook_pattern`` / ``hook_attn_scores``: ``[B, head, S, start_pos + S]``);
+        earlier sites are muted. No attention mask (the prefix is unpadded)."""
+        from interp.models.prefix import run_suffix
+
+        return run_suffix(self, resid, start_at_layer, start_pos, prefix, rows=rows, stop_at_layer=stop_at_layer)
+
+    def generate(self, tokens, max_new_tokens: int = 10, **kwargs) -> Tensor:
+        """Extend ``tokens`` by up to ``max_new_tokens``; see :func:`interp.models.generate.generate`."""
+        from interp.models.generate import generate
+
+        return generate(self, tokens, max_new_tokens, **kwargs)
+
+    def _next_logits(self, tokens: Tensor, mask: Tensor | None, state: Any) -> tuple[Tensor, Any]:
+        """Logits at the last position for generation, and a state for the next call. Default: a full forward pass
+        each step (hooks see the whole sequence); models with a KV cache override it."""
+        return self._logits(tokens, mask)[:, -1], None
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(arch={self.arch!r}, n_layers={self.n_layers}, n_heads={self.n_heads}, "
             f"n_kv_heads={self.n_kv_heads}, d_model={self.d_model}, d_head={self.d_head}, d_vocab={self.d_vocab})"
         )
+
+
+def next_token_loss(logits: Tensor, tokens: Tensor, mask: Tensor | None = None, *, per_token: bool = False) -> Tensor:
+    """Next-token cross-entropy: ``[batch, pos - 1]`` per token (0 where the input or target is padding), or its
+    mean over real targets."""
+    if tokens.shape[1] < 2:
+        raise ValueError(f"a loss needs at least 2 positions (a token and its successor); got {tokens.shape[1]}")
+    b, T = tokens.shape
+    ce = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(),
+                                     reduction="none").view(b, T - 1)
+    if mask is None:
+        return ce if per_token else ce.mean()
+    valid = (mask[:, 1:] * mask[:, :-1]).to(ce.dtype)
+    ce = ce * valid
+    return ce if per_token else ce.sum() / valid.sum().clamp_min(1)
+
+
+def _is_index(x) -> bool:
+    if isinstance(x, bool) or (isinstance(x, Tensor) and (x.ndim != 0 or x.dtype == torch.bool)):
+        return False
+    try:
+        operator.index(x)
+    except TypeError:
+        return False
+    return True
+
+
+def _nothing() -> None:
+    return None
+
+
+def _nothing_hook(act: Tensor, *, hook) -> None:
+    return None

@@ -1,14 +1,17 @@
 """``HFTransformer``: a Hugging Face causal transformer behind the ``HookedModel`` interface.
 
 Sites are attached as PyTorch module hooks only while a ``hooks(...)`` context needs them (looked up in the
-family's ``ArchTable``); attention internals (``hook_rot_q/k``, ``hook_attn_scores``, ``hook_pattern``) fire from
-the ``"interp"`` attention implementation, which stays on transformers' SDPA path for layers with no such hook.
-With no hooks the forward pass is exactly the underlying model's.
+family's ``ArchTable``), each once however many contexts hook it; attention internals (``hook_rot_q/k``,
+``hook_attn_scores``, ``hook_pattern``) fire from the ``"interp"`` attention implementation, which stays on
+transformers' SDPA path for layers with no such hook. With no hooks the forward pass is exactly the underlying
+model's. An attention mask is passed through with position ids counted over real tokens, so a left-padded row
+equals its unpadded run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +34,11 @@ def _with_first(out, new):
     return (new, *out[1:]) if isinstance(out, tuple) else new
 
 
+def _positions(mask: Tensor | None) -> Tensor | None:
+    """Position ids counting real tokens only (0 at and before each row's first real token)."""
+    return None if mask is None else (mask.cumsum(-1) - 1).clamp_min(0)
+
+
 class HFTransformer(HookedModel):
     """Wrap an HF ``PreTrainedModel`` (Llama/Mistral/Qwen2 family or GPT-2) with TransformerLens-style sites.
 
@@ -43,6 +51,10 @@ class HFTransformer(HookedModel):
     (and ``hook_pos_embed`` for GPT-2) and ``ln_final.hook_normalized``. The ``*.hook_normalized`` sites are the
     norms' outputs, weight (and bias) included: exactly what the next sublayer or the unembedding reads.
     """
+
+    has_attention_heads = True
+    has_mlp = True
+    has_prefix_reuse = True
 
     def __init__(self, hf_model: nn.Module, tokenizer=None) -> None:
         super().__init__(tokenizer)
@@ -58,6 +70,7 @@ class HFTransformer(HookedModel):
         self.d_model = cfg.hidden_size
         self.d_head = getattr(cfg, "head_dim", None) or self.d_model // self.n_heads
         self.d_vocab = hf_model.get_output_embeddings().weight.shape[0]
+        self.n_ctx = getattr(cfg, "n_positions", None) if self.table.pos_embed else None
         self._blocks = hf_model.get_submodule(self.table.layers)
         self._resid_pre: dict[int, Tensor] = {}
         for layer, block in enumerate(self._blocks):
@@ -79,35 +92,136 @@ class HFTransformer(HookedModel):
             names += [f"blocks.{layer}.{s}" for s in per_layer]
         return names + ["ln_final.hook_normalized"]
 
-    def _logits(self, tokens: Tensor) -> Tensor:
-        return self.hf_model(input_ids=tokens, use_cache=False).logits
+    def _components(self, layer: int) -> dict[str, str]:
+        p = f"blocks.{layer}."
+        roles = {"resid_pre": "hook_resid_pre", "ln1": "ln1.hook_normalized", "q": "attn.hook_q",
+                 "k": "attn.hook_k", "v": "attn.hook_v", "attn_scores": "attn.hook_attn_scores",
+                 "pattern": "attn.hook_pattern", "z": "attn.hook_z", "result": "attn.hook_result",
+                 "attn_out": "hook_attn_out", "resid_mid": "hook_resid_mid", "ln2": "ln2.hook_normalized",
+                 "mlp_post": "mlp.hook_post", "mlp_out": "hook_mlp_out", "resid_post": "hook_resid_post"}
+        if self.table.rotary:
+            roles.update(rot_q="attn.hook_rot_q", rot_k="attn.hook_rot_k")
+        return {role: p + site for role, site in roles.items()}
 
-    # ------------------------------------------------------------------ installing module hooks
-    def _install(self, names: frozenset[str]) -> Callable[[], None]:
-        handles: list[Handle] = []
+    # ------------------------------------------------------------------ running
+    def _check_length(self, T: int) -> None:
+        if self.n_ctx is not None and T > self.n_ctx:
+            raise ValueError(f"tokens has {T} positions but this {self.arch} model has n_positions={self.n_ctx} "
+                             "(learned position embeddings); pass at most that many")
+
+    def _logits(self, tokens: Tensor, attention_mask: Tensor | None) -> Tensor:
+        self._check_length(tokens.shape[1])
+        return self.hf_model(input_ids=tokens, attention_mask=attention_mask, position_ids=_positions(attention_mask),
+                             use_cache=False).logits
+
+    def _logits_from(self, layer: int, resid: Tensor, attention_mask: Tensor | None) -> Tensor:
+        """Blocks ``layer..`` only: the earlier blocks are taken out of the model for the call, and block ``layer``
+        receives ``resid`` in place of its input (the embeddings computed from the dummy input are discarded)."""
+        self._check_length(resid.shape[1])
+        block = self._blocks[layer]
+
+        def inject(module, args, kwargs):
+            if args:
+                return (resid, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": resid}
+
+        handle = block.register_forward_pre_hook(inject, with_kwargs=True, prepend=True)
         try:
-            for name in self.site_names():
-                if name in names:
-                    handles.extend(self._attach(name))
-        except BaseException:
-            for h in handles:
-                h.remove()
-            raise
+            with self._only_blocks_from(layer):
+                return self.hf_model(inputs_embeds=torch.zeros_like(resid), attention_mask=attention_mask,
+                                     position_ids=_positions(attention_mask), use_cache=False).logits
+        finally:
+            handle.remove()
+
+    @contextmanager
+    def _only_blocks_from(self, layer: int):
+        parent_path, _, attr = self.table.layers.rpartition(".")
+        parent = self.hf_model.get_submodule(parent_path)
+        full = getattr(parent, attr)
+        setattr(parent, attr, nn.ModuleList(list(full)[layer:]))
+        try:
+            yield
+        finally:
+            setattr(parent, attr, full)
+
+    def _next_logits(self, tokens: Tensor, mask: Tensor | None, state):
+        """One generation step with transformers' key/value cache: ``state = (cache, positions done)``."""
+        from transformers import DynamicCache
+
+        self._check_length(tokens.shape[1])
+        cache, done = state if state is not None else (DynamicCache(config=self.hf_model.config), 0)
+        pos = _positions(mask)
+        if pos is None:
+            pos = torch.arange(tokens.shape[1], device=tokens.device)[None].expand(tokens.shape[0], -1)
+        out = self.hf_model(input_ids=tokens[:, done:], attention_mask=mask, position_ids=pos[:, done:],
+                            cache=cache, use_cache=True)
+        return out.logits[:, -1], (out.cache if hasattr(out, "cache") else out.past_key_values, tokens.shape[1])
+
+    def _record_prefix(self, tokens: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Keys and values ``[batch, kv_head, pos, d_head]`` (after rotary) of every layer, from transformers'
+        cache of one forward pass."""
+        self._check_length(tokens.shape[1])
+        out = self.hf_model(input_ids=tokens, use_cache=True)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _run_suffix(self, layer: int, pos: int, resid: Tensor, prefix, rows: Tensor) -> Tensor:
+        """Blocks ``layer..`` on ``resid`` at positions ``pos..``: transformers' key/value cache is filled with the
+        recorded keys and values of positions ``< pos`` (only for the blocks this call runs; layer 0 gets a
+        placeholder of the right length when it is not run, as the mask is sized from it), and position ids
+        continue from ``pos``."""
+        from transformers import DynamicCache
+
+        S = resid.shape[1]
+        self._check_length(pos + S)
+        cache = None
+        if pos > 0:
+            stop = self._registry.stop_site
+            end = layer_of(stop) if stop is not None and stop.endswith("hook_resid_pre") else self.n_layers
+            entries: list[tuple[Tensor | None, Tensor | None]] = []
+            for i, (k, v) in enumerate(prefix.data):
+                if layer <= i < end:
+                    entries.append((k[:, :, :pos][rows], v[:, :, :pos][rows]))
+                elif i == 0:  # never read: only its length is
+                    entries.append((k.new_zeros(()).expand(len(rows), k.shape[1], pos, k.shape[3]),) * 2)
+                else:
+                    entries.append((None, None))
+            cache = DynamicCache(ddp_cache_data=entries)
+        positions = torch.arange(pos, pos + S, device=resid.device)[None].expand(resid.shape[0], -1)
+        block = self._blocks[layer]
+
+        def inject(module, args, kwargs):
+            if args:
+                return (resid, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": resid}
+
+        handle = block.register_forward_pre_hook(inject, with_kwargs=True, prepend=True)
+        try:
+            with self._only_blocks_from(layer):
+                return self.hf_model(inputs_embeds=torch.zeros_like(resid), position_ids=positions, cache=cache,
+                                     use_cache=cache is not None).logits
+        finally:
+            handle.remove()
+
+    # ------------------------------------------------------------------ attaching module hooks
+    def _attach(self, name: str) -> Callable[[], None]:
+        handles = self._handles(name)
+        layer = layer_of(name)
 
         def undo() -> None:
             for h in handles:
                 h.remove()
-            self._resid_pre.clear()
+            if name.endswith("hook_resid_mid"):
+                self._resid_pre.pop(layer, None)
 
         return undo
 
-    def _attach(self, name: str) -> list[Handle]:
+    def _handles(self, name: str) -> list[Handle]:
         t, fire = self.table, self._registry.fire
         layer = layer_of(name)
         if layer is None:
             modules = {"hook_embed": t.embed, "hook_pos_embed": t.pos_embed, "ln_final.hook_normalized": t.final_norm}
-            module = modules[name]
-            return [self._on_output(self.hf_model.get_submodule(module), name)]
+            return [self._on_output(self.hf_model.get_submodule(modules[name]), name)]
         block = self._blocks[layer]
         attn = block.get_submodule(t.attn)
         site = name.split(".", 2)[2]
@@ -117,10 +231,10 @@ class HFTransformer(HookedModel):
             return [self._on_output(block.get_submodule(simple_outputs[site]), name)]
         if site == "hook_resid_post":
             return [self._on_output(block, name)]
-        if site == "hook_resid_pre":
-            return [block.register_forward_pre_hook(self._resid_pre_hook(layer, name, fire), with_kwargs=True)]
+        if site == "hook_resid_pre":  # prepended: runs before hook_resid_mid's recorder whenever it was attached
+            return [block.register_forward_pre_hook(self._resid_pre_hook(name, fire), with_kwargs=True, prepend=True)]
         if site == "hook_resid_mid":
-            store = block.register_forward_pre_hook(self._resid_pre_hook(layer, None, fire), with_kwargs=True)
+            store = block.register_forward_pre_hook(self._resid_pre_hook(None, fire, layer), with_kwargs=True)
             return [store, attn.register_forward_hook(self._resid_mid_hook(layer, name))]
         if site == "mlp.hook_post":
             proj = block.get_submodule(t.mlp).get_submodule(t.mlp_out_proj)
@@ -137,14 +251,15 @@ class HFTransformer(HookedModel):
         fire = self._registry.fire
         return module.register_forward_hook(lambda m, args, out: _with_first(out, fire(name, _first(out))))
 
-    def _resid_pre_hook(self, layer: int, name: str | None, fire):
+    def _resid_pre_hook(self, name: str | None, fire, record_layer: int | None = None):
         def hook(module, args, kwargs):
+            h = args[0] if args else kwargs["hidden_states"]
+            if name is not None:
+                h = fire(name, h)
+            if record_layer is not None:
+                self._resid_pre[record_layer] = h
             if args:
-                h = fire(name, args[0]) if name else args[0]
-                self._resid_pre[layer] = h
                 return (h, *args[1:]), kwargs
-            h = fire(name, kwargs["hidden_states"]) if name else kwargs["hidden_states"]
-            self._resid_pre[layer] = h
             return args, {**kwargs, "hidden_states": h}
 
         return hook
@@ -156,7 +271,9 @@ class HFTransformer(HookedModel):
             pre = self._resid_pre[layer]
             mid = pre + _first(out)
             new = fire(name, mid)
-            return out if new is mid else _with_first(out, new - pre)
+            if new is mid and not (torch.is_grad_enabled() and mid.requires_grad):
+                return out
+            return _with_first(out, new - pre)  # in the graph whenever gradients flow, so they reach the site
 
         return hook
 
@@ -188,32 +305,57 @@ class HFTransformer(HookedModel):
 
         def hook(module, args, out):
             z = self._split_heads(args[0])  # [batch, pos, head, d_head]
-            w = module.weight
-            if self.table.conv1d:  # Conv1D weight: [head * d_head, d_model]
-                w_o = w.view(self.n_heads, self.d_head, -1)
-                result = torch.einsum("bphd,hdm->bphm", z, w_o)
-            else:  # Linear weight: [d_model, head * d_head]
-                w_o = w.view(-1, self.n_heads, self.d_head)
-                result = torch.einsum("bphd,mhd->bphm", z, w_o)
-            result = fire(name, result)
+            result = fire(name, torch.einsum("bphd,hdm->bphm", z, self._w_o(module)))
             summed = result.sum(dim=-2)
             return summed + module.bias if module.bias is not None else summed
 
         return hook
 
-    # ------------------------------------------------------------------ weights
-    def W_U(self) -> Tensor:
-        """Unembedding ``[d_model, d_vocab]``."""
-        return self.hf_model.get_output_embeddings().weight.T
-
-    def W_E(self) -> Tensor:
-        """Token embedding ``[d_vocab, d_model]``."""
-        return self.hf_model.get_input_embeddings().weight
-
-    def W_O(self, layer: int) -> Tensor:
-        """Output projection of ``layer`` per head: ``[head, d_head, d_model]``."""
-        layer = self.check_layers(layer, "layer")[0]
-        w = self._blocks[layer].get_submodule(self.table.attn).get_submodule(self.table.o_proj).weight
-        if self.table.conv1d:  # GPT-2's Conv1D stores [in, out]
+    # ------------------------------------------------------------------ vocabulary
+    def _w_o(self, o_proj: nn.Module) -> Tensor:
+        """``[head, d_head, d_model]`` from the output projection (GPT-2's Conv1D stores [in, out])."""
+        w = o_proj.weight
+        if self.table.conv1d:
             return w.view(self.n_heads, self.d_head, -1)
         return w.T.reshape(self.n_heads, self.d_head, -1)
+
+    def _embed_weight(self) -> Tensor:
+        return self.hf_model.get_input_embeddings().weight
+
+    def _unembed(self) -> tuple[Tensor, Tensor]:
+        head = self.hf_model.get_output_embeddings()
+        bias = head.bias if getattr(head, "bias", None) is not None else head.weight.new_zeros(self.d_vocab)
+        return head.weight.T, bias
+
+    def _attention_weights(self, layer: int) -> dict[str, Tensor]:
+        t, H, K, dh, d = self.table, self.n_heads, self.n_kv_heads, self.d_head, self.d_model
+        attn = self._blocks[layer].get_submodule(t.attn)
+
+        def split_in(weight: Tensor, bias: Tensor | None, heads: int) -> tuple[Tensor, Tensor]:
+            # nn.Linear weight [heads * d_head, d_model] -> [heads, d_model, d_head]
+            w = weight.view(heads, dh, d).transpose(1, 2)
+            b = bias.view(heads, dh) if bias is not None else weight.new_zeros(heads, dh)
+            return w, b
+
+        if t.qkv_proj is not None:  # GPT-2 Conv1D: weight [d_model, 3 d_model], bias [3 d_model]
+            proj = attn.get_submodule(t.qkv_proj)
+            ws, bs = proj.weight.split(d, dim=1), proj.bias.split(d)
+            (wq, bq), (wk, bk), (wv, bv) = ((w.view(d, H, dh).transpose(0, 1), b.view(H, dh)) for w, b in zip(ws, bs))
+        else:
+            wq, bq = split_in(attn.get_submodule(t.q_proj).weight, attn.get_submodule(t.q_proj).bias, H)
+            wk, bk = split_in(attn.get_submodule(t.k_proj).weight, attn.get_submodule(t.k_proj).bias, K)
+            wv, bv = split_in(attn.get_submodule(t.v_proj).weight, attn.get_submodule(t.v_proj).bias, K)
+            group = H // K
+            wk, bk, wv, bv = (x.repeat_interleave(group, dim=0) for x in (wk, bk, wv, bv))
+        o_proj = attn.get_submodule(t.o_proj)
+        b_o = o_proj.bias if o_proj.bias is not None else o_proj.weight.new_zeros(d)
+        return {"W_Q": wq, "W_K": wk, "W_V": wv, "W_O": self._w_o(o_proj), "b_Q": bq, "b_K": bk, "b_V": bv,
+                "b_O": b_o}
+
+    def _apply_part(self, which: str, layer: int | None, x: Tensor) -> Tensor:
+        t = self.table
+        if which == "ln_final":
+            return self.hf_model.get_submodule(t.final_norm)(x)
+        block = self._blocks[layer]
+        path = {"ln1": t.ln1, "ln2": t.ln2, "MLP": t.mlp}[which]
+        return _first(block.get_submodule(path)(x))

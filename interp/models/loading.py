@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from interp.checks import check_device
+from interp.files import check_safetensors, read_json_object
 from interp.models.base import HookedModel
 
-__all__ = ["load_model", "wrap", "ACCEPTED"]
+__all__ = ["load_model", "wrap", "ACCEPTED", "check_weight_files", "from_pretrained_checked"]
 
 ACCEPTED = (
     "'smollm2' (alias 'smollm2-135m'): the embedded SmolLM2-135M-Instruct; "
@@ -27,10 +28,16 @@ def load_model(spec: Any, *, dtype: torch.dtype = torch.float32,
     """Return a hooked model for ``spec``.
 
     Accepted: ``"smollm2"`` / ``"smollm2-135m"`` (the embedded model), a path to a local HF checkpoint folder, or a
-    model object (see :func:`wrap`). Nothing is fetched from a hub; weights load from safetensors only.
+    model object (see :func:`wrap`). Nothing is fetched from a hub; weights load from safetensors only. A folder
+    whose weights do not match its config exactly (a missing, unexpected or mis-shaped tensor, or a non-finite
+    value) is an error naming them, never a model with randomly initialised parts.
     """
     from interp.models.smollm2 import ALIASES, load_smollm2
 
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype such as torch.float32; got {dtype!r}")
+    if device is not None:
+        device = check_device(device)
     if isinstance(spec, (str, Path)):
         text = str(spec)
         if text.lower() in ALIASES:
@@ -48,7 +55,7 @@ def load_model(spec: Any, *, dtype: torch.dtype = torch.float32,
 
 
 def _load_folder(path: Path, *, dtype: torch.dtype, device) -> HookedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     config_file = path / "config.json"
     if not config_file.is_file():
@@ -56,19 +63,92 @@ def _load_folder(path: Path, *, dtype: torch.dtype, device) -> HookedModel:
             f"spec {str(path)!r}: folder has no config.json; expected a Hugging Face checkpoint folder "
             "(config.json + *.safetensors)"
         )
-    model_type = json.loads(config_file.read_text()).get("model_type")
+    model_type = read_json_object(config_file, "a Hugging Face model config with a model_type").get("model_type")
+    if model_type is None:
+        raise ValueError(f"{config_file}: has no 'model_type'; expected a Hugging Face model config (e.g. "
+                         "'model_type': 'llama')")
     _check_supported(model_type, path)
-    if not any(path.glob("*.safetensors")):
-        raise FileNotFoundError(
-            f"spec {str(path)!r}: no *.safetensors weights in the folder (pickled .bin weights are not loaded)"
-        )
-    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True, use_safetensors=True)
+    hf_model = from_pretrained_checked(path, dtype)
     if device is not None:
         hf_model = hf_model.to(device)
     tokenizer = None
     if any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except Exception as err:
+            raise ValueError(f"spec {str(path)!r}: the tokenizer files of the folder do not load "
+                             f"({type(err).__name__}: {_first_line(err)}); fix or remove them") from None
     return wrap(hf_model, tokenizer=tokenizer)
+
+
+def check_weight_files(path: Path) -> list[Path]:
+    """The safetensors files of checkpoint folder ``path``, each checked to be a complete safetensors file (and the
+    shard index, if any, to be valid and to name only files that exist)."""
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(
+            f"spec {str(path)!r}: no *.safetensors weights in the folder (pickled .bin weights are not loaded)"
+        )
+    index_file = path / "model.safetensors.index.json"
+    if index_file.exists():
+        weight_map = read_json_object(index_file, "a safetensors shard index").get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index_file}: has no 'weight_map' object (tensor name -> shard file)")
+        missing = sorted({str(f) for f in weight_map.values() if not (path / str(f)).is_file()})
+        if missing:
+            raise FileNotFoundError(f"{index_file}: names shard files that are not in the folder: {missing[:5]}")
+    for file in files:
+        check_safetensors(file)
+    return files
+
+
+def from_pretrained_checked(path: Path, dtype: torch.dtype):
+    """``AutoModelForCausalLM.from_pretrained(path)`` from safetensors only, refusing any mismatch between the files
+    and the model the config describes.
+
+    transformers only logs missing / unexpected / mis-shaped weights (and initialises the missing ones at random);
+    here each is an error naming the tensors, and so is a non-finite parameter."""
+    from transformers import AutoModelForCausalLM
+
+    check_weight_files(path)
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, local_files_only=True, use_safetensors=True, output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported in info and refused below, with the shapes
+        )
+    except Exception as err:
+        raise ValueError(f"spec {str(path)!r}: transformers could not build the model from config.json and the "
+                         f"weights ({type(err).__name__}: {_first_line(err)})") from None
+    problems = []
+    for key, label in (("missing_keys", "missing from the weight files"),
+                       ("unexpected_keys", "in the weight files but not in the model config.json describes")):
+        names = sorted(info.get(key) or ())
+        if names:
+            problems.append(f"{len(names)} weight(s) {label}: {_names(names)}")
+    mismatched = sorted(info.get("mismatched_keys") or (), key=lambda t: t[0])
+    if mismatched:
+        shown = ", ".join(f"{n} (file {tuple(a)}, model {tuple(b)})" for n, a, b in mismatched[:5])
+        more = f" and {len(mismatched) - 5} more" if len(mismatched) > 5 else ""
+        problems.append(f"{len(mismatched)} weight(s) with the wrong shape: {shown}{more}")
+    if info.get("error_msgs"):
+        problems.append("errors: " + "; ".join(map(str, info["error_msgs"][:3])))
+    if problems:
+        raise ValueError(f"spec {str(path)!r}: the weights do not match the model config.json describes (the "
+                         f"model would run with randomly initialised parts): {'; '.join(problems)}")
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise ValueError(f"spec {str(path)!r}: weight(s) hold nan/inf values: {_names(bad)}; the files are corrupt")
+    return model
+
+
+def _names(names: list[str], n: int = 8) -> str:
+    more = f" and {len(names) - n} more" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _check_supported(model_type: str | None, path: Path) -> None:

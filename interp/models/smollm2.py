@@ -2,17 +2,19 @@
 
 The first load dequantises the GGUF weights to float32 (≈ 16 s) and writes a safetensors checkpoint under the user
 cache directory (``$INTERP_CACHE`` or the platform cache dir, e.g. ``~/.cache/interp``); later loads read that folder.
-The cache write is atomic: a temporary folder beside the target, renamed into place.
+The cache write is atomic: a temporary folder beside the target, renamed into place. Processes that load the model
+into an empty cache at the same time convert it once: the first takes a file lock beside the folder, the others
+wait for it and reuse its result (:func:`interp.filelock.build_once`); what a killed conversion left behind is
+removed by the next one.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from pathlib import Path
 
-from interp.atomic import atomic_dir
+from interp.filelock import build_once
 
 __all__ = ["ALIASES", "gguf_path", "cache_dir", "load_smollm2"]
 
@@ -52,34 +54,38 @@ def _source_stamp(path: Path) -> dict:
 def load_smollm2(dtype=None, device=None):
     """Return ``(hf_model, tokenizer)`` for SmolLM2-135M-Instruct in float32, converting and caching once."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from interp.models.loading import from_pretrained_checked
 
     src = gguf_path()
     target = cache_dir() / "smollm2-135m-instruct-f32"
-    stamp = _source_stamp(src)
-    stamp_file = target / "interp_source.json"
-    if not (stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp):
-        _convert(src, target, stamp)
-    model = AutoModelForCausalLM.from_pretrained(
-        target, dtype=dtype or torch.float32, local_files_only=True, use_safetensors=True
-    )
-    tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=True)
+    build_once(target, _source_stamp(src), lambda tmp: _convert(src, tmp), what="SmolLM2 GGUF -> float32")
+    try:
+        model = from_pretrained_checked(target, dtype or torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=True)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"the cached SmolLM2 conversion at {target} does not load ({err}); delete that folder to "
+                         "convert the model again") from None
     if device is not None:
         model = model.to(device)
     return model.eval(), tokenizer
 
 
-def _convert(src: Path, target: Path, stamp: dict) -> None:
+def _convert(src: Path, out: Path) -> None:
+    """Dequantise the GGUF file ``src`` and save it as a float32 safetensors folder into ``out``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    except Exception as err:
+        raise ValueError(f"{src}: could not read the GGUF file ({type(err).__name__}: {err}); reinstall it: "
+                         f"{_INSTALL_HINT}") from None
     # The GGUF route marks the model as quantised; its weights are already float32, so save them plainly.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "interp_source.json").write_text(json.dumps(stamp))
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)

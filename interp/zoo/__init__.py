@@ -74,12 +74,11 @@ def facts(name: str, split: str = "heldout", *, seed: int = 0, max_filler: int =
 
 def load(name: str, dtype=None):
     """Zoo model ``name`` as a :class:`~interp.mamba.HookedMamba` with its tokenizer attached."""
-    import transformers as tf
+    import torch
 
     from interp.mamba import from_hf
+    from interp.models.loading import from_pretrained_checked
 
-    cls = tf.MambaForCausalLM if NAMES.get(name) == "mamba" else tf.Mamba2ForCausalLM
-    hf = cls.from_pretrained(path(name))
-    if dtype is not None:
-        hf = hf.to(dtype)
+    # checked: a weights file that is a Git LFS pointer or truncated is an error naming it, not a random model
+    hf = from_pretrained_checked(path(name), dtype or torch.float32)
     return from_hf(hf, tokenizer(name))

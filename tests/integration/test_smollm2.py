@@ -19,13 +19,15 @@ def test_parity_with_hf_and_cache(smollm2):
     from interp.models.smollm2 import cache_dir
 
     hf = AutoModelForCausalLM.from_pretrained(cache_dir() / "smollm2-135m-instruct-f32", local_files_only=True).eval()
-    tokens = smollm2.to_tokens(["The Eiffel Tower is located in the city of", "1 2 3 4"])
+    tokens, mask = smollm2.to_tokens(["The Eiffel Tower is located in the city of", "1 2 3 4"],
+                                     return_attention_mask=True)
+    real = mask.bool()
     with torch.no_grad():
-        ref = hf(tokens).logits
-        assert (smollm2(tokens) - ref).abs().max() <= 1e-4
+        ref = hf(tokens, attention_mask=mask).logits
+        assert (smollm2(tokens, attention_mask=mask) - ref)[real].abs().max() <= 1e-4
     wanted = ("hook_pattern", "hook_result", "hook_attn_out")
-    logits, cache = smollm2.run_with_cache(tokens, names_filter=lambda n: n.endswith(wanted))
-    assert (logits - ref).abs().max() <= 1e-4
+    logits, cache = smollm2.run_with_cache(tokens, names_filter=lambda n: n.endswith(wanted), attention_mask=mask)
+    assert (logits - ref)[real].abs().max() <= 1e-4
     pats = cache.stack("attn.hook_pattern")
     assert pats.shape == (30, 2, 9, tokens.shape[1], tokens.shape[1])
     torch.testing.assert_close(pats.sum(-1), torch.ones(pats.shape[:-1]), atol=1e-5, rtol=0)

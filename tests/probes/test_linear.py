@@ -73,10 +73,20 @@ def test_bad_input(tiny_dir):
         LinearProbe.fit(X.long(), y)
     with pytest.raises(ValueError, match="C must be > 0"):
         LinearProbe.fit(X, y, C=0)
+    with pytest.raises(ValueError, match="C must be > 0 and finite"):  # no penalty: no minimiser when separable
+        LinearProbe.fit(X, y, C=float("inf"))
+    with pytest.raises(ValueError, match="C must be > 0 and finite"):
+        LinearProbe.fit(X, y, C=float("nan"))
+    with pytest.raises(ValueError, match="single class"):
+        LinearProbe.fit(X, torch.zeros(20, dtype=torch.long))
+    with pytest.raises(ValueError, match="single class"):
+        LinearProbe.fit(X, torch.ones(20, dtype=torch.long), n_classes=3)
     with pytest.raises(ValueError, match="outside 0..1"):
         LinearProbe.fit(X, y + 1, n_classes=2)
     with pytest.raises(ValueError, match=r"X must be \[n, 4\]"):
         LinearProbe.fit(X, y).predict(X[:, :3])
+    with pytest.raises(ValueError, match="non-finite"):
+        LinearProbe.fit(X.masked_fill(X > 1, float("nan")), y)
     with pytest.raises(FileNotFoundError, match="holds no probe.json"):
         LinearProbe.load(tiny_dir("llama"))
     model = interp.load_model(str(tiny_dir("llama")))
@@ -84,3 +94,19 @@ def test_bad_input(tiny_dir):
         probe_activations(model, "blocks.1.hook_resid_postt", torch.ones(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="position 5 is out of range"):
         probe_activations(model, "blocks.1.hook_resid_post", torch.ones(2, 3, dtype=torch.long), position=5)
+
+
+def test_files_written_before_families_still_load(tmp_path):
+    """A folder from the first LinearProbe (no "family" key, C at the top level) reads back as logistic."""
+    import json
+
+    from safetensors.torch import save_file
+
+    X, y = _data(50, 3, 2, seed=3)
+    probe = LinearProbe.fit(X, y, C=0.3)
+    (tmp_path / "old").mkdir()
+    save_file({"W": probe.W.contiguous(), "b": probe.b.contiguous()}, str(tmp_path / "old" / "probe.safetensors"))
+    (tmp_path / "old" / "probe.json").write_text(json.dumps({"d_in": 3, "n_classes": 2, "C": 0.3, "converged": True}))
+    again = LinearProbe.load(tmp_path / "old")
+    assert again.C == 0.3 and again.n_classes == 2
+    torch.testing.assert_close(again.predict_proba(X), probe.predict_proba(X), rtol=0, atol=0)

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from interp.checks import index_list
+
 F64 = torch.float64
 LOG2E = 1.0 / math.log(2.0)
 FLUSH_LOG2 = {torch.float32: -40.0, torch.float64: -400.0}
@@ -34,7 +36,11 @@ def alpha_chunk(length: int) -> int:
 def _rows(rows: Sequence[int] | Tensor | None, T: int, device) -> Tensor | None:
     if rows is None:
         return None
-    r = torch.as_tensor(rows, dtype=torch.long, device=device).flatten()
+    if isinstance(rows, Tensor) and not (rows.is_floating_point() or rows.is_complex() or rows.dtype == torch.bool):
+        r = rows.to(device=device, dtype=torch.long).flatten()
+    else:  # floats and bools are not positions; no rows at all give an empty map (e.g. no flow to block)
+        idx = [] if isinstance(rows, (list, tuple)) and not rows else index_list(rows, "rows", what="position")
+        r = torch.tensor(idx, dtype=torch.long, device=device)
     if r.numel() and (int(r.min()) < 0 or int(r.max()) >= T):
         raise IndexError(f"rows must be query positions in 0..{T - 1}; got {r.tolist()}")
     return r
@@ -94,7 +100,7 @@ def _query_chunks(T: int, Q: int, rows: Tensor | None):
 def _heads(heads: Sequence[int] | Tensor | None, H: int, device) -> Tensor | None:
     if heads is None:
         return None
-    h = torch.as_tensor(heads, dtype=torch.long, device=device).flatten()
-    if not h.numel() or int(h.min()) < 0 or int(h.max()) >= H:
+    h = torch.tensor(index_list(heads, "heads"), dtype=torch.long, device=device)
+    if int(h.min()) < 0 or int(h.max()) >= H:
         raise IndexError(f"heads must be a non-empty list of head indices in 0..{H - 1}; got {h.tolist()}")
     return h

@@ -1,0 +1,128 @@
+"""``HeadsConfig``: every choice of a head-discovery run (``interp.heads.detect`` and the ``interp heads`` verb map
+onto it one to one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from interp.heads.ablation import HOW
+from interp.heads.haystack import MODES
+from interp.heads.retrieval import DEFAULT_DEPTHS, DEFAULT_LENGTHS
+
+__all__ = ["HeadsConfig", "KINDS", "check_kinds"]
+
+KINDS = ("induction", "previous_token", "duplicate_token", "retrieval", "successor", "ngram")
+"""Every head kind, in report order."""
+
+# Models whose attention is implicit (Mamba) get shorter probes by default: implicit attention costs O(T^2) per
+# channel, and the zoo models were trained on 40-token sequences with repeated spans of 4-8 tokens.
+_IMPLICIT_DEFAULTS = dict(repeat_half=8, ngram_length=64, ngram_symbols=4, retrieval_lengths=(24, 32, 40),
+                          retrieval_depths=(0.25, 0.75))
+
+
+def check_kinds(kinds) -> tuple[str, ...]:
+    """Normalise a kind selection (None = all; a comma-separated string or a list) and reject unknown kinds."""
+    if kinds is None:
+        return KINDS
+    if isinstance(kinds, str):
+        kinds = [k.strip() for k in kinds.split(",") if k.strip()]
+    if not isinstance(kinds, (list, tuple)) or not all(isinstance(k, str) for k in kinds):
+        raise TypeError(f"kinds must be None, a comma-separated string or a list of kind names; got {kinds!r}")
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown head kind(s) {', '.join(map(repr, unknown))}; valid kinds: {', '.join(KINDS)}")
+    if not kinds:
+        raise ValueError(f"kinds is empty; choose from {', '.join(KINDS)} (or pass None for all)")
+    return tuple(dict.fromkeys(kinds))
+
+
+def _positive(name: str, value, low: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    """What a head-discovery run measures, on which probes, and how it validates."""
+
+    kinds: tuple[str, ...] = KINDS
+    """The head kinds to score (:data:`KINDS`)."""
+    top_k: int = 5
+    """Heads per kind reported as top heads and ablated in the causal validation."""
+    seed: int = 0
+    """Seed of every probe and random draw (validation probes use ``seed + 1``)."""
+    draws: int = 5
+    """Random k-head sets ablated as the baseline of each kind's validation."""
+    ablation: str = "mean"
+    """How heads are ablated in validation: ``"mean"`` (mean over the batch and positions) or ``"zero"``."""
+    repeat_batch: int = 8
+    """Rows of repeated random tokens scored for previous-token, duplicate-token and induction heads."""
+    repeat_half: int = 40
+    """Length of each half of a repeated row (the row is BOS + 2 * repeat_half tokens)."""
+    validation_batch: int = 4
+    """Rows of fresh probe data per validation (repeated tokens and Markov chains)."""
+    ngram_batch: int = 8
+    """Markov-chain rows scored for n-gram heads."""
+    ngram_length: int = 128
+    """Tokens per Markov-chain row."""
+    ngram_symbols: int = 6
+    """Alphabet size of each random Markov chain."""
+    ngram_stickiness: float = 0.6
+    """Probability that a Markov chain takes its context's preferred successor (else a uniform symbol)."""
+    retrieval_lengths: tuple[int, ...] = DEFAULT_LENGTHS
+    """Needle-in-a-haystack prompt lengths (tokens)."""
+    retrieval_depths: tuple[float, ...] = DEFAULT_DEPTHS
+    """Needle depths in [0, 1]."""
+    retrieval_mode: str = "auto"
+    """Haystack kind: ``"auto"``, ``"text"`` or ``"tokens"`` (:mod:`interp.heads.haystack`)."""
+    retrieval_validation_trials: int = 2
+    """Reproduced trials used for the retrieval validation, the shortest first (its cost grows with the length)."""
+    successor_window: int = 4
+    """Consecutive task items in each successor validation prompt (``" one, two, three, four,"`` -> ``" five"``)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kinds", check_kinds(self.kinds))
+        for name in ("top_k", "draws", "repeat_batch", "validation_batch", "ngram_batch", "retrieval_validation_trials",
+                     "successor_window"):
+            _positive(name, getattr(self, name))
+        _positive("repeat_half", self.repeat_half, 2)
+        _positive("ngram_length", self.ngram_length, 8)
+        _positive("ngram_symbols", self.ngram_symbols, 2)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an int; got {self.seed!r}")
+        if isinstance(self.ngram_stickiness, bool) or not isinstance(self.ngram_stickiness, (int, float)) \
+                or not 0.0 <= self.ngram_stickiness <= 1.0:
+            raise ValueError(f"ngram_stickiness must be a number in [0, 1]; got {self.ngram_stickiness!r}")
+        if self.ablation not in HOW:
+            raise ValueError(f"ablation must be one of {HOW}; got {self.ablation!r}")
+        if self.retrieval_mode not in MODES:
+            raise ValueError(f"retrieval_mode must be one of {MODES}; got {self.retrieval_mode!r}")
+        object.__setattr__(self, "retrieval_lengths", tuple(self.retrieval_lengths))
+        object.__setattr__(self, "retrieval_depths", tuple(float(d) if isinstance(d, int) and not isinstance(d, bool)
+                                                           else d for d in self.retrieval_depths))
+        if not self.retrieval_lengths or not self.retrieval_depths:
+            raise ValueError("retrieval_lengths and retrieval_depths must not be empty")
+        for n in self.retrieval_lengths:
+            _positive("retrieval_lengths entries", n, 16)
+        for d in self.retrieval_depths:
+            if not isinstance(d, float) or not 0.0 <= d <= 1.0:
+                raise ValueError(f"retrieval_depths entries must be numbers in [0, 1]; got {d!r}")
+
+    @classmethod
+    def for_model(cls, model, **overrides) -> HeadsConfig:
+        """The defaults for ``model`` (shorter probes for implicit-attention models), then ``overrides``."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"unknown option(s) {unknown}; HeadsConfig fields: {', '.join(sorted(names))}")
+        base = cls()
+        if model.has_implicit_attention and not model.has_attention_heads:
+            base = replace(base, **_IMPLICIT_DEFAULTS)
+        return replace(base, **overrides)
+
+    def check_model(self, model) -> None:
+        """Raise when the run cannot work on ``model`` at all (``top_k`` beyond the number of heads)."""
+        total = model.n_layers * model.n_heads
+        if self.top_k > total:
+            raise ValueError(f"top_k={self.top_k} is larger than the number of heads of this model ({total} = "
+                             f"{model.n_layers} layers x {model.n_heads} heads)")

@@ -125,6 +125,10 @@ def test_mamba1_bad_input():
     _, dt, A, B, C, _ = _mamba1_inputs(8, T=4)
     with pytest.raises(IndexError, match="rows"):
         mamba1_alpha(dt, B, C, A, rows=[4])
+    for bad in (1.5, [1.0, 2.0], True, torch.tensor([1.0])):  # floats and bools are not positions
+        with pytest.raises(TypeError, match="rows"):
+            mamba1_alpha(dt, B, C, A, rows=bad)
+    assert mamba1_alpha(dt, B, C, A, rows=[]).shape == (*dt.shape[::2], 0, 4)  # no rows: an empty map
     with pytest.raises(ValueError, match="A must be <= 0"):
         mamba1_alpha(dt, B, C, -A)
     with pytest.raises(ValueError, match="dt must be >= 0"):
@@ -163,6 +167,10 @@ def test_mamba2_bad_input():
     _, dt, A, B, C, _ = _mamba2_inputs(9, H=6, G=3)
     with pytest.raises(IndexError, match="heads"):
         mamba2_alpha(dt, B, C, A, heads=[6])
+    with pytest.raises(TypeError, match="heads"):
+        mamba2_alpha(dt, B, C, A, heads=[1.0])
+    with pytest.raises(ValueError, match="heads is empty"):
+        mamba2_alpha(dt, B, C, A, heads=[])
     with pytest.raises(ValueError, match="A must be <= 0"):
         mamba2_alpha(dt, B, C, -A)
 

@@ -103,6 +103,25 @@ def test_budget_and_bad_input(model64):
         implicit_attention(model64, tokens, 7)
 
 
+def test_attention_mask_zeroes_padded_keys(model64):
+    """Left padding with an attention_mask: Δ = 0 at the pads, so a padded row's α over its real tokens equals its
+    unpadded run's and every padded key gets α = 0 (per channel, and in the head maps)."""
+    from interp.mamba.implicit_attention import attention_patterns, implicit_attention
+
+    tokens, pad = _tokens(7, b=2, T=11), 4
+    mask = torch.ones_like(tokens)
+    mask[1, :pad] = 0
+    alpha = implicit_attention(model64, tokens, 1, attention_mask=mask)
+    alone = implicit_attention(model64, tokens[1:, pad:], 1)
+    assert alone.abs().max() > 1e-3
+    torch.testing.assert_close(alpha[1:, :, pad:, pad:], alone, rtol=1e-9, atol=1e-12)
+    assert torch.all(alpha[1, :, :, :pad] == 0)
+    torch.testing.assert_close(alpha[:1], implicit_attention(model64, tokens[:1], 1))
+    pats = attention_patterns(model64, tokens, layers=[1], attention_mask=mask)[0]
+    torch.testing.assert_close(pats[1:, :, pad:, pad:], attention_patterns(model64, tokens[1:, pad:], layers=[1])[0])
+    assert torch.all(pats[1, :, :, :pad] == 0)
+
+
 def test_rejects_transformers(tmp_path):
     from interp.mamba.implicit_attention import implicit_attention
 

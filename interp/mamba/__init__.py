@@ -1,10 +1,10 @@
 """Hooked Mamba-1 / Mamba-2 models in plain torch (Gu & Dao 2023; Dao & Gu 2024), and their analysis.
 
 ``from_hf(hf_model, tokenizer=None) -> HookedMamba`` converts a transformers ``MambaForCausalLM`` /
-``Mamba2ForCausalLM``; see :mod:`interp.mamba.model` for the hook sites and the scan paths.
-``implicit_attention`` / ``attention_patterns`` (Ali et al. 2024) and ``knockout`` / ``run_with_knockout``
-(Endy et al. 2025) analyse them. Scans: :mod:`interp.mamba.native` (fused C kernels, CPU) and
-:mod:`interp.mamba.scan` (torch, and the per-step references both are tested against); recorded states live in
+``Mamba2ForCausalLM``; see :mod:`interp.mamba.model` for the hook sites and the scan paths. ``implicit_attention`` /
+``attention_patterns`` (Ali et al. 2024; kernels in :mod:`interp.mamba.alpha`) and ``knockout`` / ``run_with_knockout``
+(Endy et al. 2025) analyse them. Scans: :mod:`interp.mamba.native` (fused C kernels, CPU) and :mod:`interp.mamba.scan`
+(torch, and the per-step references both are tested against); recorded states live in
 :mod:`interp.mamba.buffers`.
 """
 

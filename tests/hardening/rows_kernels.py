@@ -22,5 +22,5 @@ ROWS = [
     ("encode-width", lambda e: sparse_encode(torch.randn(3, 5), W, torch.zeros(4), torch.zeros(10), _select),
      ValueError, r"x must be \[B, 10\] for W_enc \(10, 4\), got \(3, 5\)"),
     ("backend-env", lambda e: e.setenv("INTERP_SAE_KERNEL", "cuda") and backend_name(W), ValueError,
-     r"INTERP_SAE_KERNEL must be one of \('torch', 'triton', 'reference'\), got 'cuda'"),
+     r"INTERP_SAE_KERNEL must be one of \('native', 'torch', 'triton', 'reference'\), got 'cuda'"),
 ]

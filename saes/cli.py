@@ -142,6 +142,21 @@ def _tokens(args: argparse.Namespace, model):
     return tokens
 
 
+def _with_flag_names(run):
+    """The CLI's words in a site-mismatch error: ``--allow-site-mismatch``, not the Python argument."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from interp.saes.metadata import SiteMismatchError
+
+        try:
+            return run(args)
+        except SiteMismatchError as err:
+            words = str(err).replace("pass allow_site_mismatch=True", "pass --allow-site-mismatch")
+            raise SiteMismatchError(words.replace("leave site out", "leave --site out")) from None
+
+    return wrapped
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     from interp.saes.metrics import evaluate
 
@@ -234,7 +249,7 @@ def register(subparsers) -> None:
                          "the SAE metrics and interventions (massive activations; default: keep all)")
     ev.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     ev.add_argument("--html", default=None, help="write the metrics and feature-density histogram to this HTML file")
-    ev.set_defaults(func=_run_eval)
+    ev.set_defaults(func=_with_flag_names(_run_eval))
     ins = verbs.add_parser("inspect", help="feature dashboards: top contexts, histograms, logit lens per latent")
     _tool_arguments(ins, max_sequences=256)
     ins.add_argument("--out", required=True, help="HTML file to write (self-contained, opens offline)")
@@ -245,7 +260,7 @@ def register(subparsers) -> None:
                      help="density above which a latent is listed as ultra-dense (default: 0.1)")
     ins.add_argument("--max-cards", type=int, default=2000,
                      help="at most this many latent cards in the HTML (the JSON keeps all; default: 2000)")
-    ins.set_defaults(func=_run_inspect)
+    ins.set_defaults(func=_with_flag_names(_run_inspect))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,7 +162,7 @@ def test_cli_eval_uses_the_recorded_model_and_site(run, corpus, capsys, tmp_path
     assert interp_main([*argv, "--site", "blocks.0.hook_mlp_out"]) == 2
     err = capsys.readouterr().err
     assert "interp sae: error: site 'blocks.0.hook_mlp_out' is not the site this SAE was trained on, " \
-           "'blocks.1.hook_resid_post'" in err and "allow_site_mismatch" in err
+           "'blocks.1.hook_resid_post'" in err and "pass --allow-site-mismatch" in err
     assert interp_main([*argv, "--site", "blocks.0.hook_mlp_out", "--allow-site-mismatch"]) == 0
     assert json.loads((tmp_path / "m.json").read_text())["site"] == "blocks.0.hook_mlp_out"
     bare = TopKSAE(64, 32, k=2)

@@ -31,7 +31,6 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from interp.checks import index_list
 from interp.mamba.implicit_attention import (
     CHUNK_ELEMENTS,
     _check_mamba,
@@ -40,38 +39,12 @@ from interp.mamba.implicit_attention import (
     scan_sites,
     ssm_params,
 )
+from interp.positions import Positions, flow_mask, position_mask
 
 __all__ = ["block_mask", "knockout_hooks", "knockout", "run_with_knockout"]
 
-Positions = int | Sequence[int] | Tensor
-
-
-def _position_mask(pos: Positions, batch: int, T: int, arg: str) -> Tensor:
-    """``[batch, T]`` bool from positions (ints, negatives count from the end) or a bool tensor ``[T]``/``[b, T]``.
-    Floats and bools are not positions (``1.7`` and ``True`` are refused, not read as 1)."""
-    if isinstance(pos, Tensor) and pos.dtype == torch.bool:
-        if pos.shape not in ((T,), (batch, T), (1, T)):
-            raise ValueError(f"{arg}: a bool mask must have shape [{T}] or [{batch}, {T}]; got {tuple(pos.shape)}")
-        return pos.reshape(-1, T).expand(batch, T).to(torch.bool)
-    if isinstance(pos, Tensor) and pos.ndim > 1:
-        raise ValueError(f"{arg}: integer positions must be a 1-d tensor (one list shared by the batch); got shape "
-                         f"{tuple(pos.shape)} (use a bool mask [batch, pos] for per-row positions)")
-    idx = index_list(pos, arg, what="position")
-    bad = [p for p in idx if not -T <= p < T]
-    if bad:
-        raise IndexError(f"{arg}: positions {bad} are out of range for a sequence of {T} tokens")
-    mask = torch.zeros(T, dtype=torch.bool)
-    mask[[p % T for p in idx]] = True
-    return mask.expand(batch, T)
-
-
-def block_mask(sources: Positions, targets: Positions, batch: int, T: int) -> Tensor:
-    """``[batch, T, T]`` bool: ``[b, i, j]`` is True when the flow j -> i is blocked (i in targets, j in sources,
-    j <= i)."""
-    src = _position_mask(sources, batch, T, "sources")
-    tgt = _position_mask(targets, batch, T, "targets")
-    causal = torch.ones(T, T, dtype=torch.bool).tril()
-    return tgt[:, :, None] & src[:, None, :] & causal
+block_mask = flow_mask
+"""``[batch, T, T]`` bool: ``[b, i, j]`` True when the flow j -> i is blocked (:func:`interp.positions.flow_mask`)."""
 
 
 def _blocked_flow(model, layer: int, scan: dict[str, Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -150,8 +123,8 @@ def _mixer_pairs(model, sources: Positions, targets: Positions, layer: int) -> l
         if resid is None:
             raise RuntimeError(f"knockout at layer {layer}: hook_resid_pre was not recorded before hook_mixer_out")
         b, T = out.shape[:2]
-        src = _position_mask(sources, b, T, "sources").to(out.device)
-        tgt = _position_mask(targets, b, T, "targets").to(out.device)
+        src = position_mask(sources, b, T, "sources").to(out.device)
+        tgt = position_mask(targets, b, T, "targets").to(out.device)
         u = block.norm(resid.to(block.norm.weight.dtype))
         shadow = block.mixer(u * (~src).unsqueeze(-1).to(u.dtype), _Unhooked())
         return torch.where(tgt.unsqueeze(-1), shadow.to(out.dtype), out)

@@ -23,35 +23,13 @@ import torch
 from torch import Tensor
 
 from interp.errors import CapabilityError
+from interp.positions import Positions, flow_mask
 
 __all__ = ["knockout", "knockout_hooks", "edge_mask"]
 
-Positions = int | Sequence[int] | Tensor
-
-
-def _mask(pos: Positions, batch: int, T: int, arg: str) -> Tensor:
-    if isinstance(pos, Tensor) and pos.dtype == torch.bool:
-        if pos.shape not in ((T,), (1, T), (batch, T)):
-            raise ValueError(f"{arg}: a bool mask must have shape [{T}] or [{batch}, {T}]; got {tuple(pos.shape)}")
-        return pos.reshape(-1, T).expand(batch, T)
-    if isinstance(pos, bool):
-        raise TypeError(f"{arg}: expected positions (ints) or a bool mask tensor; got {pos!r}")
-    idx = [pos] if isinstance(pos, int) else [int(p) for p in (pos.tolist() if isinstance(pos, Tensor) else pos)]
-    if not idx:
-        raise ValueError(f"{arg} is empty; expected at least one position")
-    bad = [p for p in idx if not -T <= p < T]
-    if bad:
-        raise IndexError(f"{arg}: positions {bad} are out of range for a sequence of {T} tokens")
-    mask = torch.zeros(T, dtype=torch.bool)
-    mask[[p % T for p in idx]] = True
-    return mask.expand(batch, T)
-
-
-def edge_mask(sources: Positions, targets: Positions, batch: int, T: int) -> Tensor:
-    """``[batch, T, T]`` bool, ``[b, i, j]`` True where the edge j -> i is knocked out (i target, j source,
-    j <= i)."""
-    src, tgt = _mask(sources, batch, T, "sources"), _mask(targets, batch, T, "targets")
-    return tgt[:, :, None] & src[:, None, :] & torch.ones(T, T, dtype=torch.bool).tril()
+edge_mask = flow_mask
+"""``[batch, T, T]`` bool, ``[b, i, j]`` True where the edge j -> i is knocked out
+(:func:`interp.positions.flow_mask`)."""
 
 
 def _attention_pairs(model, sources, targets, layers) -> list[tuple[str, object]]:

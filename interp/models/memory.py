@@ -72,6 +72,17 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+def tensor_bytes(obj) -> int:
+    """Bytes held by the tensors in ``obj`` (a tensor, or dicts / lists / tuples of them, nested)."""
+    if isinstance(obj, Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
 def available_memory(device: str | torch.device | None = None) -> int:
     """Bytes that can still be allocated on ``device`` (CPU: ``MemAvailable``, capped by a cgroup limit; CUDA: free
     device memory)."""

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from interp.errors import CapabilityError
 from interp.hooks import StopForward
+from interp.models.memory import tensor_bytes
 
 if TYPE_CHECKING:
     from interp.models.base import HookedModel
@@ -48,17 +49,8 @@ class Prefix:
 
     def nbytes(self) -> int:
         """Bytes held by the tensors of the payload."""
-        return _nbytes(self.data)
+        return tensor_bytes(self.data)
 
-
-def _nbytes(obj) -> int:
-    if isinstance(obj, Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(_nbytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_nbytes(v) for v in obj)
-    return 0
 
 
 def _require(model: HookedModel, what: str) -> None:

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from interp.models.memory import tensor_bytes
 from interp.patching.metrics import Metric, evaluate_metric
 from interp.patching.sites import Setter
 
@@ -152,7 +153,7 @@ class _Plan:
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                        or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int (variants per forward); got {batch_size!r}")
-        fixed = _nbytes(self.sources) + _nbytes(self.resid) + self.logits.numel() * self.logits.element_size()
+        fixed = tensor_bytes(self.sources) + tensor_bytes(self.resid) + self.logits.numel() * self.logits.element_size()
         if self.prefix is not None:
             fixed += self.prefix.nbytes()
         per_variant = self.n * self._row_bytes()
@@ -259,11 +260,3 @@ class _Plan:
             return m(h, start_at_layer=layer)
 
 
-def _nbytes(obj) -> int:
-    if isinstance(obj, Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(_nbytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_nbytes(v) for v in obj)
-    return 0

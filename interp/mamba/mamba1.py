@@ -62,7 +62,24 @@ def causal_conv_after(conv: nn.Conv1d, x: Tensor, prefix: Tensor | None) -> Tens
     return causal_conv(conv, torch.cat([prefix.to(x.dtype), x], dim=1))[:, prefix.shape[1]:]
 
 
-class Mamba1Mixer(nn.Module):
+class MixerBase(nn.Module):
+    """What both mixers share: a whole-sequence forward and a suffix forward over one ``_mix``."""
+
+    def forward(self, u: Tensor, sites: MixerSites, mask: Tensor | None = None) -> Tensor:
+        return self._mix(u, sites, mask)
+
+    def forward_suffix(self, u: Tensor, sites: MixerSites, conv_prefix: Tensor, h0: Tensor | None) -> Tensor:
+        """:meth:`forward` on positions ``p..`` of a longer sequence: ``conv_prefix`` ``[b, d_conv - 1, conv
+        channels]`` holds the conv inputs (``hook_x``) of the ``d_conv - 1`` positions before ``p`` (zeros before
+        the start), ``h0`` the SSM state after position ``p - 1`` (None at ``p = 0``). No padding mask."""
+        return self._mix(u, sites, None, conv_prefix, h0)
+
+    def _mix(self, u: Tensor, sites: MixerSites, mask: Tensor | None, conv_prefix: Tensor | None = None,
+             h0: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+
+class Mamba1Mixer(MixerBase):
     """One Mamba-1 mixer; ``forward(u, sites)`` maps ``[b, T, d_model]`` to ``[b, T, d_model]``."""
 
     def __init__(self, spec: MambaSpec) -> None:
@@ -81,15 +98,6 @@ class Mamba1Mixer(nn.Module):
     def A(self) -> Tensor:
         """The continuous-time state matrix ``A = -exp(A_log)`` ``[d_inner, N]`` (float32)."""
         return -torch.exp(self.A_log.float())
-
-    def forward(self, u: Tensor, sites: MixerSites, mask: Tensor | None = None) -> Tensor:
-        return self._mix(u, sites, mask)
-
-    def forward_suffix(self, u: Tensor, sites: MixerSites, conv_prefix: Tensor, h0: Tensor | None) -> Tensor:
-        """:meth:`forward` on positions ``p..`` of a longer sequence: ``conv_prefix`` ``[b, d_conv - 1, conv
-        channels]`` holds the conv inputs (``hook_x``) of the ``d_conv - 1`` positions before ``p`` (zeros before
-        the start), ``h0`` the SSM state after position ``p - 1`` (None at ``p = 0``). No padding mask."""
-        return self._mix(u, sites, None, conv_prefix, h0)
 
     def _mix(self, u: Tensor, sites: MixerSites, mask: Tensor | None, conv_prefix: Tensor | None = None,
              h0: Tensor | None = None) -> Tensor:

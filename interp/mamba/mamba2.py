@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from interp.mamba.config import MambaSpec
-from interp.mamba.mamba1 import causal_conv_after
+from interp.mamba.mamba1 import MixerBase, causal_conv_after
 from interp.mamba.native import mamba2_scan
 from interp.mamba.scan import continue_from_patches, fire_states, mamba2_readout, states_with_grad
 
@@ -56,7 +56,7 @@ class GatedRMSNorm(nn.Module):
         return self.weight * g.flatten(-2).to(dtype)
 
 
-class Mamba2Mixer(nn.Module):
+class Mamba2Mixer(MixerBase):
     """One Mamba-2 mixer; ``forward(u, sites)`` maps ``[b, T, d_model]`` to ``[b, T, d_model]``."""
 
     def __init__(self, spec: MambaSpec) -> None:
@@ -76,15 +76,6 @@ class Mamba2Mixer(nn.Module):
     def A(self) -> Tensor:
         """The per-head state decay rate ``A = -exp(A_log)`` ``[H]`` (float32)."""
         return -torch.exp(self.A_log.float())
-
-    def forward(self, u: Tensor, sites: MixerSites, mask: Tensor | None = None) -> Tensor:
-        return self._mix(u, sites, mask)
-
-    def forward_suffix(self, u: Tensor, sites: MixerSites, conv_prefix: Tensor, h0: Tensor | None) -> Tensor:
-        """:meth:`forward` on positions ``p..`` of a longer sequence: ``conv_prefix`` ``[b, d_conv - 1, conv
-        channels]`` holds the conv inputs (``hook_x``) of the ``d_conv - 1`` positions before ``p`` (zeros before
-        the start), ``h0`` the SSM state after position ``p - 1`` (None at ``p = 0``). No padding mask."""
-        return self._mix(u, sites, None, conv_prefix, h0)
 
     def _mix(self, u: Tensor, sites: MixerSites, mask: Tensor | None, conv_prefix: Tensor | None = None,
              h0: Tensor | None = None) -> Tensor:

@@ -300,7 +300,11 @@ class SAE(nn.Module):
         self._check_input(x_sample, "x_sample", same_dtype=False)
         if x_sample.ndim != 2 or x_sample.shape[0] == 0:
             raise ValueError(f"x_sample must be [n>0, {self.cfg.d_in}], got {tuple(x_sample.shape)}")
-        sample = x_sample.to(self.b_dec.device, torch.float64)
+        self._set_b_dec(x_sample, method)
+
+    def _set_b_dec(self, rows: Tensor, method: str) -> None:
+        """``b_dec`` := the mean or geometric median of ``rows`` (computed in float64)."""
+        sample = rows.to(self.b_dec.device, torch.float64)
         if method == "mean":
             center = sample.mean(0)
         elif method == "geometric_median":

@@ -109,13 +109,4 @@ class TopKTranscoder(SAE):
             got = tuple(x_sample.shape) if isinstance(x_sample, Tensor) else type(x_sample).__name__
             raise ValueError(f"x_sample must be float [n>0, d_out={self.cfg.d_out}] targets or [n>0, "
                              f"{self.cfg.d_in + self.cfg.d_out}] paired rows; got {got}")
-        sample = x_sample.to(self.b_dec.device, torch.float64)
-        if method == "mean":
-            center = sample.mean(0)
-        elif method == "geometric_median":
-            from interp.saes.geometric_median import geometric_median
-
-            center = geometric_median(sample)
-        else:
-            raise ValueError(f"method must be 'geometric_median' or 'mean', got {method!r}")
-        self.b_dec.copy_(center.to(self.b_dec.dtype))
+        self._set_b_dec(x_sample, method)

@@ -99,6 +99,8 @@ class LogitDiff(Metric):
     """Incorrect token(s), as ``answer``."""
     pos: int = -1
     """Logit position read (negative: from the end)."""
+    label: str | None = None
+    """What :meth:`describe` says (set by :meth:`bind`, so the token strings survive their conversion to ids)."""
 
     @property
     def positions(self) -> tuple[int, ...]:  # type: ignore[override]
@@ -112,10 +114,10 @@ class LogitDiff(Metric):
 
     def bind(self, model) -> LogitDiff:
         return dataclasses.replace(self, answer=_ids(self.answer, model, "answer"),
-                                   wrong=_ids(self.wrong, model, "wrong"))
+                                   wrong=_ids(self.wrong, model, "wrong"), label=self.describe())
 
     def describe(self) -> str:
-        return f"logit({_show(self.answer)}) - logit({_show(self.wrong)}) at position {self.pos}"
+        return self.label or f"logit({_show(self.answer)}) - logit({_show(self.wrong)}) at position {self.pos}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,6 +128,8 @@ class TargetProb(Metric):
     """Target token: an id, a single-token string, or one per prompt."""
     pos: int = -1
     """Logit position read (negative: from the end)."""
+    label: str | None = None
+    """What :meth:`describe` says (set by :meth:`bind`)."""
 
     @property
     def positions(self) -> tuple[int, ...]:  # type: ignore[override]
@@ -138,10 +142,10 @@ class TargetProb(Metric):
         return _gather(probs, self.answer, "answer", self.name)
 
     def bind(self, model) -> TargetProb:
-        return dataclasses.replace(self, answer=_ids(self.answer, model, "answer"))
+        return dataclasses.replace(self, answer=_ids(self.answer, model, "answer"), label=self.describe())
 
     def describe(self) -> str:
-        return f"P({_show(self.answer)}) at position {self.pos}"
+        return self.label or f"P({_show(self.answer)}) at position {self.pos}"
 
 
 def _upcast(x: Tensor) -> Tensor:

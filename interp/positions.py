@@ -14,7 +14,6 @@ __all__ = ["Positions", "position_mask", "flow_mask"]
 Positions = int | Sequence[int] | Tensor
 
 
-
 def position_mask(pos: Positions, batch: int, T: int, arg: str) -> Tensor:
     """``[batch, T]`` bool from positions (ints, negatives count from the end) or a bool tensor ``[T]``/``[b, T]``.
     Floats and bools are not positions (``1.7`` and ``True`` are refused, not read as 1)."""
@@ -32,8 +31,6 @@ def position_mask(pos: Positions, batch: int, T: int, arg: str) -> Tensor:
     mask = torch.zeros(T, dtype=torch.bool)
     mask[[p % T for p in idx]] = True
     return mask.expand(batch, T)
-
-
 
 
 def flow_mask(sources: Positions, targets: Positions, batch: int, T: int) -> Tensor:

@@ -62,6 +62,13 @@ def test_features_page_for_a_small_smollm2_sae(smollm2, trained, tmp_path):
         os.makedirs(keep, exist_ok=True)
         shutil.copy(tmp_path / "features.html", os.path.join(keep, "features_smollm2.html"))
         shutil.copy(tmp_path / "features.json", os.path.join(keep, "features_smollm2.json"))
+
+    from interp.reports.browser import find_chromium, render
+
+    if find_chromium() is not None:  # as a person sees it: plots drawn offline, cards shown (tests/test_rendered.py)
+        shown = render(tmp_path / "features.html", out_dir=tmp_path)
+        assert shown.plotly_figures() >= 1 and shown.ink_fraction() > 0.01
+        assert shown.dom.count('class="latent"') == len(alive)
     report = evaluate(sae, smollm2, tokens=toks[:16], batch_size=8, progress=False)
     assert report.site == SITE and report.fvu < 0.6 and report.ce_loss_recovered > 0.5
 

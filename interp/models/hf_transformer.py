@@ -118,18 +118,24 @@ class HFTransformer(HookedModel):
         """Blocks ``layer..`` only: the earlier blocks are taken out of the model for the call, and block ``layer``
         receives ``resid`` in place of its input (the embeddings computed from the dummy input are discarded)."""
         self._check_length(resid.shape[1])
-        block = self._blocks[layer]
+        with self._starting_at(layer, resid):
+            return self.hf_model(inputs_embeds=torch.zeros_like(resid), attention_mask=attention_mask,
+                                 position_ids=_positions(attention_mask), use_cache=False).logits
+
+    @contextmanager
+    def _starting_at(self, layer: int, resid: Tensor):
+        """Within the block, a forward pass runs blocks ``layer..`` only, block ``layer`` receiving ``resid`` in place
+        of its input."""
 
         def inject(module, args, kwargs):
             if args:
                 return (resid, *args[1:]), kwargs
             return args, {**kwargs, "hidden_states": resid}
 
-        handle = block.register_forward_pre_hook(inject, with_kwargs=True, prepend=True)
+        handle = self._blocks[layer].register_forward_pre_hook(inject, with_kwargs=True, prepend=True)
         try:
             with self._only_blocks_from(layer):
-                return self.hf_model(inputs_embeds=torch.zeros_like(resid), attention_mask=attention_mask,
-                                     position_ids=_positions(attention_mask), use_cache=False).logits
+                yield
         finally:
             handle.remove()
 
@@ -188,20 +194,9 @@ class HFTransformer(HookedModel):
                     entries.append((None, None))
             cache = DynamicCache(ddp_cache_data=entries)
         positions = torch.arange(pos, pos + S, device=resid.device)[None].expand(resid.shape[0], -1)
-        block = self._blocks[layer]
-
-        def inject(module, args, kwargs):
-            if args:
-                return (resid, *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": resid}
-
-        handle = block.register_forward_pre_hook(inject, with_kwargs=True, prepend=True)
-        try:
-            with self._only_blocks_from(layer):
-                return self.hf_model(inputs_embeds=torch.zeros_like(resid), position_ids=positions, cache=cache,
-                                     use_cache=cache is not None).logits
-        finally:
-            handle.remove()
+        with self._starting_at(layer, resid):
+            return self.hf_model(inputs_embeds=torch.zeros_like(resid), position_ids=positions, cache=cache,
+                                 use_cache=cache is not None).logits
 
     # ------------------------------------------------------------------ attaching module hooks
     def _attach(self, name: str) -> Callable[[], None]:

@@ -268,6 +268,19 @@ class HookedModel(TokensMixin, WeightsMixin, nn.Module):
         stop = None if stop_at_layer is None else self._layer_bound(stop_at_layer, "stop_at_layer", allow_end=True)
         if start is not None and stop is not None and stop <= start:
             raise ValueError(f"stop_at_layer={stop_at_layer} must come after start_at_layer={start_at_layer}")
+        with self._layer_window(start, stop):
+            try:
+                out = self._logits(tokens, mask) if start is None else self._logits_from(start, resid, mask)
+            except StopForward as stopped:
+                return stopped.act, tokens, mask
+        if stop is not None:
+            raise RuntimeError(f"stop_at_layer={stop_at_layer}: the stop site {self._stop_site(stop)!r} never fired")
+        return out, tokens, mask
+
+    @contextmanager
+    def _layer_window(self, start: int | None, stop: int | None) -> Iterator[None]:
+        """Within the block, a forward pass ends with ``StopForward`` at layer ``stop``'s input (None: runs to the
+        end) and fires no hook of the sites before layer ``start`` (None: fires them all)."""
         reg = self._registry
         with ExitStack() as stack:
             if stop is not None:
@@ -279,13 +292,7 @@ class HookedModel(TokensMixin, WeightsMixin, nn.Module):
                 before = frozenset(self._sites_before(start))
                 old_mute, reg.mute = reg.mute, before.__contains__
                 stack.callback(setattr, reg, "mute", old_mute)
-            try:
-                out = self._logits(tokens, mask) if start is None else self._logits_from(start, resid, mask)
-            except StopForward as stopped:
-                return stopped.act, tokens, mask
-        if stop is not None:
-            raise RuntimeError(f"stop_at_layer={stop_at_layer}: the stop site {self._stop_site(stop)!r} never fired")
-        return out, tokens, mask
+            yield
 
     def _layer_bound(self, value, arg: str, allow_end: bool) -> int:
         if not is_index(value):

@@ -17,7 +17,6 @@ here; a model provides ``_record_prefix(tokens)`` and ``_run_suffix(layer, pos, 
 from __future__ import annotations
 
 import operator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -111,16 +110,7 @@ def run_suffix(model: HookedModel, resid: Tensor, start_at_layer: int, start_pos
     stop = None if stop_at_layer is None else model._layer_bound(stop_at_layer, "stop_at_layer", allow_end=True)
     if stop is not None and stop <= start:
         raise ValueError(f"stop_at_layer={stop_at_layer} must come after start_at_layer={start_at_layer}")
-    reg = model._registry
-    with ExitStack() as stack:
-        if stop is not None:
-            site = model._stop_site(stop)
-            stack.enter_context(model.hooks([(site, _no_change)]))
-            old_stop, reg.stop_site = reg.stop_site, site
-            stack.callback(setattr, reg, "stop_site", old_stop)
-        before = frozenset(model._sites_before(start))
-        old_mute, reg.mute = reg.mute, before.__contains__
-        stack.callback(setattr, reg, "mute", old_mute)
+    with model._layer_window(start, stop):
         try:
             out = model._run_suffix(start, pos, resid, prefix, rows)
         except StopForward as stopped:
@@ -128,7 +118,3 @@ def run_suffix(model: HookedModel, resid: Tensor, start_at_layer: int, start_pos
     if stop is not None:
         raise RuntimeError(f"stop_at_layer={stop_at_layer}: the stop site {model._stop_site(stop)!r} never fired")
     return out
-
-
-def _no_change(act: Tensor, *, hook) -> None:
-    return None

@@ -46,3 +46,16 @@ def smollm2():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Chromium for the rendering tests: required in CI (``.ci/run`` installs it), skipped without it here."""
+    from interp.reports.browser import find_chromium
+
+    path = find_chromium()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: .ci/run installs Debian's chromium package")
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    return path

@@ -1,20 +1,11 @@
-"""The reports as a person sees them: the head-discovery report, a causal-trace report and a patching report opened
-in headless Chromium with the network cut off (plotly inlined, no CDN), screenshot taken, plots checked."""
-
-import os
+"""The reports as a person sees them: the head-discovery report, a causal-trace report, a patching report and an SAE
+features page opened in headless Chromium with the network cut off (plotly inlined, no CDN), screenshot taken, plots
+checked."""
 
 import pytest
 
 import interp
-from interp.reports.browser import find_chromium, render
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if find_chromium() is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing in CI: .ci/run installs Debian's chromium package")
-        pytest.skip("chromium is not installed (.ci/run installs it)")
+from interp.reports.browser import render
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +21,7 @@ def _check(path, tmp_path, min_figures):
     return shown
 
 
-def test_head_report_renders_offline(browser, llama, tmp_path):
+def test_head_report_renders_offline(chromium, llama, tmp_path):
     from interp import heads
 
     report = heads.detect(llama, "previous_token,duplicate_token,induction,ngram", top_k=2, draws=2,
@@ -41,7 +32,7 @@ def test_head_report_renders_offline(browser, llama, tmp_path):
         assert kind in shown.dom
 
 
-def test_trace_report_renders_offline(browser, llama, tmp_path):
+def test_trace_report_renders_offline(chromium, llama, tmp_path):
     from interp import tracing
 
     tokens = llama.to_tokens("abcdefgh")
@@ -50,7 +41,7 @@ def test_trace_report_renders_offline(browser, llama, tmp_path):
     _check(path, tmp_path, min_figures=1)
 
 
-def test_patch_report_renders_offline(browser, llama, tmp_path):
+def test_patch_report_renders_offline(chromium, llama, tmp_path):
     from interp import patching
 
     clean, corrupt = llama.to_tokens("abcdefgh"), llama.to_tokens("abcxefgh")
@@ -59,7 +50,7 @@ def test_patch_report_renders_offline(browser, llama, tmp_path):
     _check(path, tmp_path, min_figures=1)
 
 
-def test_feature_dashboards_render_offline(browser, llama, tmp_path):
+def test_feature_dashboards_render_offline(chromium, llama, tmp_path):
     """An SAE's feature page: plotly density plot drawn, latent cards with their contexts and histograms shown."""
     import torch
 

@@ -1,7 +1,6 @@
 """Reports are one offline HTML file; results share to_json / save_json / save_html / _repr_html_."""
 
 import json
-import os
 from dataclasses import dataclass
 
 import pytest
@@ -44,13 +43,8 @@ def test_to_jsonable_handles_tensors():
     assert to_jsonable({1: torch.tensor([1.0, float("inf")])}) == {"1": [1.0, None]}
 
 
-def test_a_report_renders_offline_in_chromium(tmp_path):
-    from interp.reports.browser import find_chromium, render
-
-    if find_chromium() is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing in CI: .ci/run installs Debian's chromium package")
-        pytest.skip("chromium is not installed (.ci/run installs it)")
+def test_a_report_renders_offline_in_chromium(chromium, tmp_path):
+    from interp.reports.browser import render
     path = _Toy([3, 1, 2]).save_html(tmp_path / "toy.html")
     shown = render(path, out_dir=tmp_path)
     assert shown.plotly_figures() == 1

@@ -10,10 +10,12 @@ transformers configs: a bench Mamba with d_model 768, 2 layers, vocabulary 50280
 
 Rows, TransformerLens time / ours:
 - ``forward``: ``bridge(tokens)`` (HF's torch path) / ``model(tokens)``; with its *floor*, TransformerLens time /
-  our matmuls alone (projections and the 50280-way LM head, on inputs of the forward's shapes): work both sides
-  do, so no implementation of the rest can beat that ratio;
+  our matmuls alone (projections and the 50280-way LM head, on inputs of the forward's shapes, the LM head writing
+  into pooled memory as our forward does): work both sides do, so no implementation of the rest can beat that
+  ratio;
 - ``states``: every layer's ``hook_ssm_state`` through ``run_with_cache`` (TransformerLens with
-  ``mixer.eager_scan = True``, needed under transformers 5.24 for its state hooks to fire);
+  ``mixer.eager_scan = True``, needed under transformers 5.24 for its state hooks to fire), with the same floor
+  (both sides also run every matmul of the forward: the logits come back too);
 - ``attention``: implicit attention of layer 0 from tokens: TransformerLens ``run_with_cache(..., stop_at_layer=1)``
   of the hooks it reads, then ``compute_effective_attention(cache, 0, include_dt_scaling=True)`` (per channel for
   Mamba-1, per head for Mamba-2) / ``interp.mamba.implicit_attention(model, tokens, 0)`` (same layout and values).
@@ -33,7 +35,8 @@ Run (under the CPU lock, as every benchmark here):
         --python .venv-tl/bin/python --find-links /opt/wheels "torch==2.13.0" "transformer-lens==4.3.0"
     flock /tmp/interp-cpu.lock .venv/bin/python bench/mamba_vs_transformer_lens.py --tl-python .venv-tl/bin/python
 (``--make-tl-env .venv-tl`` runs the first two lines; ``/opt/wheels`` is where this machine keeps the CPU torch
-wheel: pass ``--find-links`` elsewhere.) Options: ``--lengths 64 256 1024 --archs mamba mamba2 --repeats 5``.
+wheel: pass ``--find-links`` elsewhere.) The table goes to stdout, progress bars to stderr (``2>/dev/null`` for the
+table alone). Options: ``--lengths 64 256 1024 --archs mamba mamba2 --repeats 5``.
 """
 
 from __future__ import annotations
@@ -216,12 +219,13 @@ def matmul_floor(model, tokens: torch.Tensor, repeats: int) -> float:
     above whatever the rest (scan, conv, norms) costs."""
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     inputs = [torch.randn(*tokens.shape, m.in_features) for m in linears]
+    calls = [model._project_logits if m is model.unembed else m for m in linears]  # the LM head as the forward runs it
     times = []
     with torch.no_grad():
         for r in range(repeats + 1):
             start = time.perf_counter()
-            for m, x in zip(linears, inputs):
-                m(x)
+            for f, x in zip(calls, inputs):
+                f(x)
             if r:
                 times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -343,14 +347,13 @@ def main() -> None:
         model = interp.load_model(str(paths[arch]))
         for T in args.lengths:
             tokens = torch.randint(0, 50000, (1, T), generator=torch.Generator().manual_seed(T))
-            tl_attention = None
+            tl_attention, floor = None, matmul_floor(model, tokens, args.repeats)
             for task in ("forward", "states", "attention", "patterns"):
                 tl, us = rounds(worker, model, task, tokens, args.repeats, args.allow_big)
                 if task == "attention":
                     tl_attention = isinstance(tl, float)
                 extra = f"   peak RSS {peak_memory(paths[arch], T):.2f} GiB" if task == "patterns" else ""
-                if task == "forward" and isinstance(tl, float):
-                    floor = matmul_floor(model, tokens, args.repeats)
+                if task in ("forward", "states") and isinstance(tl, float):
                     extra = f"   floor (TL / our matmuls alone) {tl / floor:.2f}x"
                 print(f"{arch:7s} T={T:5d} {task:9s} {_cell(tl, us)}{extra}", flush=True)
             for key, val in agreement(worker, model, arch, tokens, tl_attention).items():

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from interp.hooks import HookRegistry
+from interp.mamba.buffers import empty_large
 from interp.mamba.config import MambaSpec, mamba1_groups
 from interp.mamba.mamba1 import MAMBA1_SITES, Mamba1Mixer
 from interp.mamba.mamba2 import MAMBA2_SITES, Mamba2Mixer
@@ -157,8 +158,21 @@ class HookedMamba(HookedModel):
         reg = self._registry
         for block in self.blocks[layer:]:
             resid = block(resid, reg, attention_mask)
-        hidden = reg.fire("ln_final.hook_normalized", self._final_norm(resid))
-        return self.unembed(hidden.to(self.unembed.weight.dtype)).float()
+        return self._project_logits(reg.fire("ln_final.hook_normalized", self._final_norm(resid)))
+
+    def _project_logits(self, hidden: Tensor) -> Tensor:
+        """``unembed(hidden)`` in float32. Outside autograd on CPU the logits, the largest tensor of a forward
+        (``[b, T, d_vocab]``: 206 MB at T 1024 with a 50k vocabulary), are written into a buffer from
+        :func:`~interp.mamba.buffers.empty_large` (huge pages, reused once the previous logits are gone): a fresh
+        ``torch.empty`` of that size is mapped 4 KiB page by page on first write, at a cost comparable to a good
+        part of the matmul itself (``bench/mamba_vs_transformer_lens.py``). Same matmul, bitwise the same values."""
+        w = self.unembed.weight
+        h = hidden.to(w.dtype)
+        if h.device.type != "cpu" or (torch.is_grad_enabled() and (h.requires_grad or w.requires_grad)):
+            return self.unembed(h).float()
+        out = empty_large((*h.shape[:-1], w.shape[0]), w.dtype, h.device)
+        torch.mm(h.reshape(-1, h.shape[-1]), w.t(), out=out.view(-1, w.shape[0]))
+        return out.float()
 
     def _record_prefix(self, tokens: Tensor) -> list[dict[str, Tensor]]:
         """Per layer: the conv inputs ``hook_x`` ``[b, T, conv channels]`` and every SSM state ``hook_ssm_state``."""
@@ -178,8 +192,7 @@ class HookedMamba(HookedModel):
             conv_prefix = torch.cat([x.new_zeros(x.shape[0], k - 1 - x.shape[1], x.shape[2]), x], dim=1)
             h0 = rec["states"][:, pos - 1][rows] if pos > 0 else None
             resid = block.forward_suffix(resid, reg, conv_prefix, h0)
-        hidden = reg.fire("ln_final.hook_normalized", self._final_norm(resid))
-        return self.unembed(hidden.to(self.unembed.weight.dtype)).float()
+        return self._project_logits(reg.fire("ln_final.hook_normalized", self._final_norm(resid)))
 
     def _final_norm(self, resid: Tensor) -> Tensor:
         w = self.ln_final.weight

@@ -50,6 +50,47 @@ static inline float fast_exp2(float x) {
 
 #define BLOCK 64 /* Mamba-1 channels per task, the vector axis: a BLOCK x N state stays in L1 */
 
+#if defined(__AVX512F__)
+/* out[j] = column j of the 16 x 16 block whose row i starts at src + i * stride (rows: state index n, columns:
+ * channels), stored at dst + 16 j: unpack pairs of rows, then 64-bit, then 128-bit lane shuffles. */
+static inline void transpose16(const float *src, int64_t stride, float *dst) {
+    __m512 r[16], u[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * stride);
+    for (int g = 0; g < 16; g += 4) {
+        const __m512 t0 = _mm512_unpacklo_ps(r[g], r[g + 1]), t1 = _mm512_unpackhi_ps(r[g], r[g + 1]);
+        const __m512 t2 = _mm512_unpacklo_ps(r[g + 2], r[g + 3]), t3 = _mm512_unpackhi_ps(r[g + 2], r[g + 3]);
+        u[g] = _mm512_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)); /* lane k: column 4k of rows g..g+3 */
+        u[g + 1] = _mm512_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+        u[g + 2] = _mm512_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+        u[g + 3] = _mm512_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int m = 0; m < 4; m++) { /* u[4 g + m], lane k: column 4k + m of rows 4g..4g+3 */
+        const __m512 a = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88), b = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xdd);
+        const __m512 c = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88);
+        const __m512 e = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xdd);
+        _mm512_storeu_ps(dst + 16 * m, _mm512_shuffle_f32x4(a, c, 0x88));
+        _mm512_storeu_ps(dst + 16 * (8 + m), _mm512_shuffle_f32x4(a, c, 0xdd));
+        _mm512_storeu_ps(dst + 16 * (4 + m), _mm512_shuffle_f32x4(b, e, 0x88));
+        _mm512_storeu_ps(dst + 16 * (12 + m), _mm512_shuffle_f32x4(b, e, 0xdd));
+    }
+}
+#endif
+
+/* The state h [N, BLOCK] of channels c0..c0+w-1 written out as dst [w, N] (the caller's [.., d, N] layout). */
+static inline void store_states(const float *h, int64_t N, int64_t w, float *dst) {
+#if defined(__AVX512F__)
+    if (N == 16) { /* Mamba-1's usual d_state: whole 16 x 16 tiles */
+        int64_t c = 0;
+        for (; c + 16 <= w; c += 16) transpose16(h + c, BLOCK, dst + c * 16);
+        for (; c < w; c++)
+            for (int64_t n = 0; n < 16; n++) dst[c * 16 + n] = h[n * BLOCK + c];
+        return;
+    }
+#endif
+    for (int64_t c = 0; c < w; c++)
+        for (int64_t n = 0; n < N; n++) dst[c * N + n] = h[n * BLOCK + c];
+}
+
 /* BLOCK, for the caller sizing mamba1_scan's scratch. */
 int mamba1_block(void) { return BLOCK; }
 
@@ -97,9 +138,7 @@ void mamba1_scan(int64_t nb, int64_t T, int64_t d, int64_t N, const float *x, co
                     }
                 }
                 for (int64_t c = 0; c < w; c++) y[row * d + c0 + c] = acc[c] + Dv[c0 + c] * xt[c];
-                if (states)
-                    for (int64_t c = 0; c < w; c++)
-                        for (int64_t n = 0; n < N; n++) states[(row * d + c0 + c) * N + n] = h[n * BLOCK + c];
+                if (states) store_states(h, N, w, states + (row * d + c0) * N);
             }
             for (int64_t c = 0; c < w; c++)
                 for (int64_t n = 0; n < N; n++) final[(r * d + c0 + c) * N + n] = h[n * BLOCK + c];

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from interp.mamba import HookedMamba, from_hf
 from interp.mamba.scan import selective_scan_ref, ssd_scan_ref
@@ -40,6 +41,31 @@ def test_logits_match_hf(pair, arch):
     logits, cache = model.run_with_cache(tokens)  # every site hooked: the per-step path in every layer
     torch.testing.assert_close(logits, want, **TOL)
     assert len(cache) == len(model.site_names())
+
+
+def test_logits_in_pooled_memory_are_exact_and_never_shared(pair, arch, monkeypatch):
+    """Outside autograd the LM head writes into a pooled buffer (``empty_large``, threshold lowered here so that the
+    tiny model's logits qualify): the values are ``F.linear``'s bit for bit, logits a caller still holds are never
+    handed to a later forward, and freed ones are reused."""
+    from interp.mamba import buffers
+
+    monkeypatch.setattr(buffers, "HUGEPAGE_MIN_BYTES", 1 << 10)
+    buffers.empty_cache()
+    _, model = pair(arch)
+    one, two = ids(2, 9), ids(2, 9, seed=2)
+    with torch.no_grad():
+        first, cache = model.run_with_cache(one, names_filter=["ln_final.hook_normalized"])
+        assert torch.equal(first, F.linear(cache["ln_final.hook_normalized"], model.unembed.weight))
+        kept = first.clone()
+        second = model(two)
+        assert second.data_ptr() != first.data_ptr() and torch.equal(first, kept)
+        assert not torch.equal(second, first)
+        if buffers._enabled():
+            assert buffers.pool_stats()["buffers"] == 2
+            ptr = second.data_ptr()
+            del second
+            assert model(one).data_ptr() == ptr and torch.equal(model(one), kept)
+    buffers.empty_cache()
 
 
 def test_sites_and_shapes(pair, arch):

@@ -35,7 +35,7 @@ def _double(ts):
     return [t.double() for t in ts]
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 37, 70, 16), (3, 5, 130, 5), (1, 64, 64, 16)])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 37, 70, 16), (3, 5, 130, 5), (1, 64, 64, 16), (2, 9, 100, 16)])
 @pytest.mark.parametrize("with_h0", [False, True])
 def test_mamba1_matches_reference(shape, with_h0):
     b, T, d, N = shape

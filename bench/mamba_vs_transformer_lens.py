@@ -22,6 +22,9 @@ Rows, TransformerLens time / ours:
   TransformerLens' Mamba-1 version holds channels x d_state x T² numbers: it runs out of memory from T = 256 (the
   worker's address space is capped by ``--tl-memory-gib`` so that it fails cleanly instead of swapping the machine);
   ours refuses per-channel maps above ``max_elements`` (T = 1024: 6 GiB) unless ``--allow-big``;
+- ``from cache``: the same maps from a cache recorded before the timer (the analysis step alone, no forward):
+  TransformerLens ``compute_effective_attention(cache, 0, include_dt_scaling=True)`` on its cache of the hooks it
+  reads / ``implicit_attention(model, None, 0, cache=cache)`` on ``model.run_with_cache(tokens)`` (every site);
 - ``patterns`` (ours only): ``attention_patterns(model, tokens)``, head-level maps of every layer, time and the
   peak resident memory of a fresh process computing them.
 
@@ -80,7 +83,10 @@ def _worker(memory_gib: float) -> None:
             return bridge.run_with_cache(tokens, names_filter=names)[1]
         names = [f"blocks.0.mixer.{s}" for s in SITES[arch]]
         _, cache = bridge.run_with_cache(tokens, names_filter=names, stop_at_layer=1)
-        return bridge.blocks[0].mixer.compute_effective_attention(cache, 0, include_dt_scaling=True), cache
+        return effective(cache), cache
+
+    def effective(cache):
+        return bridge.blocks[0].mixer.compute_effective_attention(cache, 0, include_dt_scaling=True)
 
     for line in sys.stdin:
         req = json.loads(line)
@@ -95,10 +101,11 @@ def _worker(memory_gib: float) -> None:
             elif req["op"] == "time":
                 tokens = torch.tensor([req["tokens"]])
                 with torch.no_grad():
+                    cache = run("attention", tokens)[1] if req["task"] == "from cache" else None  # before the timer
                     start = time.perf_counter()
-                    out = run(req["task"], tokens)
+                    out = run(req["task"], tokens) if cache is None else effective(cache)
                     seconds = time.perf_counter() - start
-                del out
+                del out, cache
                 reply(seconds=seconds)
             elif req["op"] == "dump":
                 _dump(run, arch, bridge, req)
@@ -176,9 +183,11 @@ def build(folder: Path, seed: int = 0) -> dict[str, Path]:
     return paths
 
 
-def ours(model, task: str, tokens: torch.Tensor, allow_big: bool):
+def ours(model, task: str, tokens: torch.Tensor, allow_big: bool, cache=None):
     from interp.mamba import attention_patterns, implicit_attention
 
+    if task == "from cache":
+        return implicit_attention(model, None, 0, cache=cache, max_elements=2**34 if allow_big else 2**28)
     if task == "forward":
         return model(tokens)
     if task == "states":
@@ -189,11 +198,11 @@ def ours(model, task: str, tokens: torch.Tensor, allow_big: bool):
     return implicit_attention(model, tokens, 0, max_elements=2**34 if allow_big else 2**28)
 
 
-def time_ours(model, task: str, tokens: torch.Tensor, allow_big: bool) -> float | str:
+def time_ours(model, task: str, tokens: torch.Tensor, allow_big: bool, cache=None) -> float | str:
     try:
         with torch.no_grad():
             start = time.perf_counter()
-            out = ours(model, task, tokens, allow_big)
+            out = ours(model, task, tokens, allow_big, cache)
             seconds = time.perf_counter() - start
         del out
         return seconds
@@ -235,6 +244,7 @@ def rounds(worker: Worker, model, task: str, tokens: torch.Tensor, repeats: int,
     """Median seconds (or the reason there is none) of TransformerLens and ours, alternating, after a warm-up."""
     ids = tokens[0].tolist()
     tl_times, our_times, tl_err, our_err = [], [], None, None
+    cache = model.run_with_cache(tokens)[1] if task == "from cache" else None  # every site, before the timer
     for r in range(repeats + 1):
         if task != "patterns" and tl_err is None:
             got = worker.ask(op="time", task=task, tokens=ids)
@@ -242,7 +252,7 @@ def rounds(worker: Worker, model, task: str, tokens: torch.Tensor, repeats: int,
             if r and tl_err is None:
                 tl_times.append(got["seconds"])
         if our_err is None:
-            got = time_ours(model, task, tokens, allow_big)
+            got = time_ours(model, task, tokens, allow_big, cache)
             our_err = got if isinstance(got, str) else None
             if r and our_err is None:
                 our_times.append(got)
@@ -348,16 +358,16 @@ def main() -> None:
         for T in args.lengths:
             tokens = torch.randint(0, 50000, (1, T), generator=torch.Generator().manual_seed(T))
             tl_attention, floor = None, matmul_floor(model, tokens, args.repeats)
-            for task in ("forward", "states", "attention", "patterns"):
+            for task in ("forward", "states", "attention", "from cache", "patterns"):
                 tl, us = rounds(worker, model, task, tokens, args.repeats, args.allow_big)
                 if task == "attention":
                     tl_attention = isinstance(tl, float)
                 extra = f"   peak RSS {peak_memory(paths[arch], T):.2f} GiB" if task == "patterns" else ""
                 if task in ("forward", "states") and isinstance(tl, float):
                     extra = f"   floor (TL / our matmuls alone) {tl / floor:.2f}x"
-                print(f"{arch:7s} T={T:5d} {task:9s} {_cell(tl, us)}{extra}", flush=True)
+                print(f"{arch:7s} T={T:5d} {task:10s} {_cell(tl, us)}{extra}", flush=True)
             for key, val in agreement(worker, model, arch, tokens, tl_attention).items():
-                print(f"{arch:7s} T={T:5d}   {key:17s} {val}", flush=True)
+                print(f"{arch:7s} T={T:5d}   {key:18s} {val}", flush=True)
         worker.close()
 
 

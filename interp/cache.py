@@ -1,8 +1,9 @@
-"""``ActivationCache``: the activations one ``run_with_cache`` recorded, by site name."""
+"""``ActivationCache``: the activations one ``run_with_cache`` recorded, by site name; and the checks shared by
+analyses that read their inputs from a cache instead of running a forward pass (``cache=``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -11,7 +12,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from interp.models.base import HookedModel
 
-__all__ = ["ActivationCache"]
+__all__ = ["ActivationCache", "check_cache_args", "read_sites", "check_cached_tokens"]
 
 
 class ActivationCache(Mapping[str, Tensor]):
@@ -69,3 +70,59 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def __repr__(self) -> str:
         return f"ActivationCache({len(self._data)} sites, {self.nbytes() / 2**20:.1f} MiB)"
+
+
+# ---------------------------------------------------------------------------------------------- cache= arguments
+def check_cache_args(fn: str, model: HookedModel, tokens, cache, attention_mask) -> None:
+    """The argument checks of an analysis ``fn`` of ``model`` that runs a forward on ``tokens`` or, given
+    ``cache=``, reads the recorded sites instead: without a cache ``tokens`` is required; a cache must be a mapping
+    from site name to tensor, and an ``ActivationCache`` must have been recorded by ``model`` itself (another
+    model's activations with the same shapes would give a silently wrong result; a plain ``dict(cache)`` skips this
+    check); ``attention_mask`` is refused with a cache (the cache already holds its run, masked or not)."""
+    if cache is None:
+        if tokens is None:
+            raise TypeError(f"{fn}: tokens is None; pass token ids [batch, pos], or cache= (an ActivationCache from "
+                            "model.run_with_cache) to read the recorded sites without a forward pass")
+        return
+    if not isinstance(cache, Mapping):
+        raise TypeError(f"{fn}: cache must be an ActivationCache (from model.run_with_cache) or a mapping from site "
+                        f"name to tensor; got {type(cache).__name__}")
+    if isinstance(cache, ActivationCache) and cache.model is not None and cache.model is not model:
+        raise ValueError(f"{fn}: cache was recorded by another model object ({cache.model!r}), not by this "
+                         f"one ({model!r}); its activations belong to that model's weights. Record the cache with this "
+                         "model's run_with_cache (or pass dict(cache) if the two models share their weights)")
+    if attention_mask is not None:
+        raise ValueError(f"{fn}: attention_mask cannot be combined with cache=: the cache already holds its run's "
+                         "activations (masked if that run had an attention_mask); pass the mask to run_with_cache "
+                         "when recording, and drop attention_mask here")
+
+
+def read_sites(cache: Mapping, names: Sequence[str], fn: str, names_filter: str) -> list[Tensor]:
+    """The tensors at the full site ``names`` in ``cache`` (no short names), detached. A KeyError names every
+    missing site and says how to record them (``names_filter``: a filter that keeps them, as the user would type
+    it); a TypeError names a value that is not a floating-point tensor."""
+    missing = [n for n in names if n not in cache]
+    if missing:
+        shown = ", ".join(repr(n) for n in missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        raise KeyError(f"{fn}: cache lacks {len(missing)} of the {len(names)} sites it needs: {shown}; record them "
+                       f"with model.run_with_cache(tokens, names_filter={names_filter}) (or names_filter=None: every "
+                       "site)")
+    out = []
+    for n in names:
+        t = cache[n]
+        if not isinstance(t, Tensor) or not t.is_floating_point():
+            what = f"a {t.dtype} tensor" if isinstance(t, Tensor) else type(t).__name__
+            raise TypeError(f"{fn}: cache[{n!r}] must be a floating-point tensor; got {what}")
+        out.append(t.detach())
+    return out
+
+
+def check_cached_tokens(model: HookedModel, tokens, batch_pos: tuple[int, int], fn: str, site: str) -> None:
+    """With ``cache=``, ``tokens`` may be None; given, they must have the cached run's ``(batch, pos)`` (read from
+    ``site``), else a ValueError naming both shapes."""
+    if tokens is None:
+        return
+    shape = tuple(model.check_tokens(tokens).shape)
+    if shape != tuple(batch_pos):
+        raise ValueError(f"{fn}: tokens has shape {shape} but the cache was recorded on [batch, pos] = "
+                         f"{tuple(batch_pos)} (from {site!r}); pass the tokens of the cached run, or tokens=None")

@@ -19,6 +19,13 @@ running sums of Δ, every decay factor <= 1 or bounded by a chunk's span (nothin
 products in the model's dtype (float32 for float32 models). The forward pass runs only as far as the last layer
 asked for (it stops once that layer's Δ, B, C have been recorded).
 
+From a cache (``cache=``, like TransformerLens' ``compute_effective_attention(cache, layer)``): Δ, B, C are read
+from the ``blocks.{l}.mixer.hook_dt`` / ``hook_B`` / ``hook_C`` entries of an ``ActivationCache`` of this model
+(``model.run_with_cache``; full site names only) and no forward pass runs; the result equals the one computed
+from the same tokens, bit for bit. An ``ActivationCache`` recorded by another model object is refused; the cached
+tensors are checked against the model's shapes (which also catches a plain mapping from a model of other widths)
+and read detached.
+
 Head-level maps (:func:`attention_patterns`) reduce while computing: Mamba-1's per-channel maps are averaged over
 each head's channel group block by block, so memory is ``O(heads T²)``, never ``O(d_inner T²)``.
 
@@ -30,13 +37,14 @@ raise a ``ValueError``: select fewer ``channels`` (or heads), fewer layers, spli
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from interp.cache import check_cache_args, check_cached_tokens, read_sites
 from interp.checks import index_list
 from interp.mamba.alpha import BLOCK_ELEMENTS, mamba1_alpha, mamba1_group_maps, mamba2_alpha
 
@@ -125,6 +133,34 @@ def _scan_inputs(model, tokens: Tensor, layers: list[int],
     return {layer: tuple(store[scan_sites(layer)[k]] for k in ("dt", "B", "C")) for layer in layers}
 
 
+def _cached_scan_inputs(model, cache, layers: list[int], tokens,
+                        fn: str) -> tuple[dict[int, tuple[Tensor, Tensor, Tensor]], int, int]:
+    """``({layer: (Δ, B, C)}, batch, pos)`` read from ``cache`` (checked against the model's shapes and against
+    ``tokens``, if given), without a forward pass."""
+    names = [scan_sites(layer)[k] for layer in layers for k in ("dt", "B", "C")]
+    filt = "lambda n: n.endswith(('mixer.hook_dt', 'mixer.hook_B', 'mixer.hook_C'))"
+    tensors = dict(zip(names, read_sites(cache, names, fn, filt), strict=True))
+    spec, first = model.spec, tensors[names[0]]
+    if first.ndim < 2:
+        raise ValueError(f"{fn}: cache[{names[0]!r}] has shape {tuple(first.shape)}; expected [batch, pos, ...]")
+    b, T = first.shape[:2]
+    if model.arch == "mamba":
+        dims = {"dt": ((spec.d_inner,), "d_inner"), "B": ((spec.d_state,), "d_state"),
+                "C": ((spec.d_state,), "d_state")}
+    else:
+        state = ((spec.n_groups, spec.d_state), "n_groups, d_state")
+        dims = {"dt": ((spec.n_ssm_heads,), "heads"), "B": state, "C": state}
+    for name, t in tensors.items():
+        trailing, axes = dims[name.rsplit("hook_", 1)[1]]
+        want = (b, T, *trailing)
+        if tuple(t.shape) != want:
+            raise ValueError(f"{fn}: cache[{name!r}] has shape {tuple(t.shape)}; this model expects [batch, pos, "
+                             f"{axes}] = {want} (batch and pos of {names[0]!r}): is the cache from another model, "
+                             "or from several runs?")
+    check_cached_tokens(model, tokens, (b, T), fn, names[0])
+    return {layer: tuple(tensors[scan_sites(layer)[k]] for k in ("dt", "B", "C")) for layer in layers}, b, T
+
+
 def _dtype(B: Tensor) -> torch.dtype:
     """The compute and result dtype for a model whose B has ``B.dtype``: float32, or float64 for float64 models."""
     return torch.promote_types(B.dtype, torch.float32)
@@ -133,36 +169,54 @@ def _dtype(B: Tensor) -> torch.dtype:
 def implicit_attention(
     model, tokens, layer: int, *, channels: int | Sequence[int] | None = None, max_len: int = MAX_LEN,
     max_elements: int = MAX_ELEMENTS, chunk_elements: int = BLOCK_ELEMENTS, attention_mask: Tensor | None = None,
+    cache: Mapping[str, Tensor] | None = None,
 ) -> Float[Tensor, "batch channel query key"]:
-    """α of layer ``layer`` for ``tokens``: ``[batch, channel, query, key]`` (Mamba-1, one map per channel of
-    ``d_inner``, or of ``channels``) or ``[batch, head, query, key]`` (Mamba-2, per SSM head; ``channels``
-    selects heads). Signed, lower triangular; ``hook_y[b, i] == Σ_j α[b, :, i, j] x_j + D x_i`` with
-    ``x = hook_conv_out`` (per channel; per head and head channel p for Mamba-2). In the model's dtype (float32,
-    or float64 for a float64 model); ``chunk_elements`` sizes the scratch block (a speed knob only).
+    """α of layer ``layer`` for ``tokens`` (Ali et al. 2024, "The Hidden Attention of Mamba Models"):
+    ``[batch, channel, query, key]`` (Mamba-1, one map per channel of ``d_inner``, or of ``channels``) or
+    ``[batch, head, query, key]`` (Mamba-2, per SSM head; ``channels`` selects heads). Signed, lower triangular;
+    ``hook_y[b, i] == Σ_j α[b, :, i, j] x_j + D x_i`` with ``x = hook_conv_out`` (per channel; per head and head
+    channel p for Mamba-2). In the model's dtype (float32, or float64 for a float64 model); ``chunk_elements``
+    sizes the scratch block (a speed knob only).
+
+    ``cache``: an ``ActivationCache`` recorded by this model (``model.run_with_cache(tokens)``, or with a
+    ``names_filter`` keeping ``blocks.{layer}.mixer.hook_dt``, ``hook_B``, ``hook_C``; or a plain mapping from those
+    full site names to tensors): Δ, B, C are read from it and no forward pass runs; the result equals
+    ``implicit_attention(model, tokens, layer)`` bit for bit. ``tokens`` may then be None (given, they must have
+    the cached batch and length); ``attention_mask`` is refused (the cache already holds its run, masked or not).
+    Not differentiable either way (the cached tensors are read detached).
     """
     _check_mamba(model)
-    tokens = model.check_tokens(tokens)
+    fn = "implicit_attention"
+    check_cache_args(fn, model, tokens, cache, attention_mask)
+    if cache is None:
+        tokens = model.check_tokens(tokens)
     layer = model.check_layer(layer)
     n = model.spec.d_inner if model.arch == "mamba" else model.spec.n_ssm_heads
     chans = _channel_list(channels, n)
     what = "channel" if model.arch == "mamba" else "head"
-    _check_budget(tokens.shape[1], len(chans), tokens.shape[0], max_len, max_elements, what)
-    dt, B, C = _scan_inputs(model, tokens, [layer], attention_mask)[layer]
+    if cache is None:
+        _check_budget(tokens.shape[1], len(chans), tokens.shape[0], max_len, max_elements, what)
+        dt, B, C = _scan_inputs(model, tokens, [layer], attention_mask)[layer]
+    else:
+        scans, b, T = _cached_scan_inputs(model, cache, [layer], tokens, fn)
+        _check_budget(T, len(chans), b, max_len, max_elements, what)
+        dt, B, C = scans[layer]
     A, _ = ssm_params(model, layer)
+    A = A.to(dt.device)
     if model.arch == "mamba2":
         return mamba2_alpha(dt, B, C, A, heads=None if channels is None else chans, dtype=_dtype(B))
     if channels is not None:
         idx = torch.tensor(chans, device=dt.device)
-        dt, A = dt[..., idx], A[idx.to(A.device)]
+        dt, A = dt[..., idx], A[idx]
     return mamba1_alpha(dt, B, C, A, dtype=_dtype(B), block_elements=chunk_elements)
 
 
 def attention_patterns(
     model, tokens, layers: int | Sequence[int] | None = None, *, normalize: bool = True, absolute: bool = True,
     max_len: int = MAX_LEN, max_elements: int = MAX_ELEMENTS, chunk_elements: int = BLOCK_ELEMENTS,
-    attention_mask: Tensor | None = None,
+    attention_mask: Tensor | None = None, cache: Mapping[str, Tensor] | None = None,
 ) -> Float[Tensor, "layer batch head query key"]:
-    """Implicit-attention maps ``[layer, batch, head, query, key]`` with the same layout as
+    """Implicit-attention maps ``[layer, batch, head, query, key]`` (Ali et al. 2024) with the same layout as
     ``HookedModel.attention_patterns``, so head detectors run on Mamba too.
 
     Head axis: Mamba-2: the SSM heads (``model.n_heads``), map ``|α|``. Mamba-1 has no heads: its ``d_inner``
@@ -174,20 +228,32 @@ def attention_patterns(
     probabilities and maps compare across heads and layers; ``normalize=False`` returns the raw (mean) ``|α|``.
     Lower triangular, in the model's dtype. ``attention_mask`` (1 = real token): padded steps have Δ = 0, so their
     keys get α = 0 and a left-padded row's maps over its real tokens equal its unpadded run's.
+
+    ``cache``: as for :func:`implicit_attention` (Δ, B, C of every layer in ``layers`` read from an
+    ``ActivationCache`` of this model, no forward pass, the same result bit for bit; ``tokens`` may be None;
+    no ``attention_mask``).
     """
     _check_mamba(model)
-    tokens = model.check_tokens(tokens)
+    fn = "attention_patterns"
+    check_cache_args(fn, model, tokens, cache, attention_mask)
+    if cache is None:
+        tokens = model.check_tokens(tokens)
     layers = model.check_layers(layers)
-    b, T = tokens.shape
-    _check_budget(T, len(layers) * model.n_heads, b, max_len, max_elements, "head")
-    scans = _scan_inputs(model, tokens, layers, attention_mask)
+    if cache is None:
+        b, T = tokens.shape
+        _check_budget(T, len(layers) * model.n_heads, b, max_len, max_elements, "head")
+        scans = _scan_inputs(model, tokens, layers, attention_mask)
+    else:
+        scans, b, T = _cached_scan_inputs(model, cache, layers, tokens, fn)
+        _check_budget(T, len(layers) * model.n_heads, b, max_len, max_elements, "head")
     result = None
     bar = tqdm(total=len(layers) * model.spec.d_inner, desc="implicit attention", unit="channel", leave=False,
                disable=model.arch != "mamba" or T < PROGRESS_MIN_LEN)
     with bar:
         for k, layer in enumerate(layers):
-            dt, B, C = scans.pop(layer)
+            dt, B, C = scans[layer]  # (not pop: a layer may be asked for twice)
             A, _ = ssm_params(model, layer)
+            A = A.to(dt.device)
             if model.arch == "mamba2":
                 maps = mamba2_alpha(dt, B, C, A, dtype=_dtype(B))
                 maps = maps.abs_() if absolute else maps

@@ -222,10 +222,12 @@ class HookedMamba(HookedModel):
         return super()._apply_part(which, layer, x)
 
     def attention_patterns(self, tokens, layers: int | Sequence[int] | None = None, *, normalize: bool = True,
-                           attention_mask: Tensor | None = None) -> Tensor:
+                           attention_mask: Tensor | None = None, cache=None) -> Tensor:
         """Implicit attention ``[layer, batch, head, query, key]`` (Ali et al. 2024): the ``HookedModel`` contract
         (see there), computed by :func:`interp.mamba.implicit_attention.attention_patterns`; see there for the head
-        axis."""
+        axis. ``cache``: read Δ, B, C (``blocks.{l}.mixer.hook_dt`` / ``hook_B`` / ``hook_C``) from an
+        ``ActivationCache`` of this model instead of running a forward pass (``tokens`` may be None)."""
         from interp.mamba.implicit_attention import attention_patterns
 
-        return attention_patterns(self, tokens, layers, normalize=normalize, attention_mask=attention_mask)
+        return attention_patterns(self, tokens, layers, normalize=normalize, attention_mask=attention_mask,
+                                  cache=cache)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from interp.cache import ActivationCache
+from interp.cache import ActivationCache, check_cache_args, check_cached_tokens, read_sites
 from interp.checks import is_index
 from interp.errors import CapabilityError
 from interp.hooks import HookFn, HookRegistry, StopForward, layer_of
@@ -407,7 +407,7 @@ class HookedModel(TokensMixin, WeightsMixin, nn.Module):
         return cache_size(self, tokens, names_filter, **forward_kwargs)
 
     def attention_patterns(self, tokens, layers: int | Sequence[int] | None = None, *, normalize: bool = True,
-                           attention_mask: Tensor | None = None) -> Tensor:
+                           attention_mask: Tensor | None = None, cache: ActivationCache | None = None) -> Tensor:
         """Attention maps ``[layer, batch, head, query, key]`` for the chosen layers (all by default).
 
         The one contract across architectures: for transformers these are the softmax attention probabilities
@@ -415,13 +415,34 @@ class HookedModel(TokensMixin, WeightsMixin, nn.Module):
         implicit attention (Ali et al. 2024): per head the mean |α| over the head's channels, and with
         ``normalize=True`` (the default) each query row divided by its sum, so rows sum to 1 and compare with
         attention probabilities; ``normalize=False`` returns the raw mean |α| (not bounded by 1).
+
+        ``cache``: an :class:`~interp.cache.ActivationCache` recorded by this model (``run_with_cache``; or a plain
+        mapping from full site names to tensors) to read the maps' inputs from instead of running a forward pass
+        (transformers: the ``hook_pattern`` sites of ``layers``, returned as cached; Mamba: each layer's Δ, B, C).
+        ``tokens`` may then be None (given, they must have the cached batch and length); ``attention_mask`` is
+        refused (the cache already holds its run). The result is detached and equals the one from the same tokens,
+        bit for bit, when the cached run computed the same thing: a transformer run that also recorded
+        ``attn.hook_result`` sums the heads' outputs itself, which can move later layers' patterns in the last bit.
         """
         if not self.has_attention_heads:
             raise CapabilityError(f"attention_patterns: this {self.arch} model has no attention patterns")
+        check_cache_args("attention_patterns", self, tokens, cache, attention_mask)
         layers = self.check_layers(layers)
         names = [self.components(layer)["pattern"] for layer in layers]
-        _, cache = self.run_with_cache(tokens, names_filter=names, attention_mask=attention_mask)
-        return torch.stack([cache[n] for n in names])
+        if cache is None:
+            _, cache = self.run_with_cache(tokens, names_filter=names, attention_mask=attention_mask)
+            return torch.stack([cache[n] for n in names])
+        pats = read_sites(cache, names, "attention_patterns", "lambda n: n.endswith('hook_pattern')")
+        first = tuple(pats[0].shape)
+        b, T = (first[0], first[-1]) if len(first) == 4 else (-1, -1)
+        for name, p in zip(names, pats, strict=True):
+            if tuple(p.shape) != (b, self.n_heads, T, T):
+                raise ValueError(f"attention_patterns: cache[{name!r}] has shape {tuple(p.shape)}; this model "
+                                 f"expects [batch, {self.n_heads} heads, pos, pos], with the same batch and pos at "
+                                 f"every layer ({names[0]!r}: {first}): is the cache from another model, from "
+                                 "several runs, or from run_suffix?")
+        check_cached_tokens(self, tokens, (b, T), "attention_patterns", names[0])
+        return torch.stack(pats)
 
     def record_prefix(self, tokens):
         """Run ``tokens`` ``[batch, pos]`` once (under any active hooks) and keep, for every layer and position, what

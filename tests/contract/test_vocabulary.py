@@ -106,6 +106,29 @@ def test_attention_patterns_contract(kind):
         torch.testing.assert_close(raw / raw.sum(-1, keepdim=True), pats[1:], atol=1e-5, rtol=1e-4)
 
 
+def test_attention_patterns_from_cache(kind):
+    """cache=: the maps read from a run_with_cache cache without a forward pass (no site fires): bit for bit the
+    cached patterns (transformers), and bit for bit the maps from tokens when the cache is of the same computation.
+    Recording ``attn.hook_result`` makes the HF wrappers sum the heads' results themselves (so patches there flow
+    on), which can change later layers in the last bit; a cache without it is the unhooked run."""
+    model = kind.model
+    tokens = torch.randint(4, 100, (2, 7))
+    _, full = model.run_with_cache(tokens)
+    _, plain = model.run_with_cache(tokens, names_filter=lambda n: not n.endswith("hook_result"))
+    fired: list[str] = []
+    with model.hooks([(model.components(0)["resid_pre"], lambda act, *, hook: fired.append(hook.name))]):
+        for layers in (None, [1, 0]):
+            ref = model.attention_patterns(tokens, layers)
+            got = model.attention_patterns(None, layers, cache=plain)
+            assert torch.equal(got, ref) and not got.requires_grad
+            got = model.attention_patterns(tokens, layers, cache=full)
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+            if model.has_attention_heads:
+                names = [model.components(layer)["pattern"] for layer in model.check_layers(layers)]
+                assert torch.equal(got, torch.stack([full[n] for n in names]))
+        assert len(fired) == 2  # the two runs without a cache fired it; the cached reads did not
+
+
 def test_single_tokens(kind):
     model = kind.model
     assert model.to_single_token("a") == model.to_tokens("a", prepend_bos=False)[0, 0]

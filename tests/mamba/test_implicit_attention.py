@@ -157,5 +157,89 @@ def test_zoo_models_float32(name):
         rebuilt = torch.einsum("bhij,bjhp->bihp", alpha, x) + D[:, None] * x
     assert ((alpha.double() - ref).abs().max() / ref.abs().max()).item() < 2e-6
     torch.testing.assert_close(rebuilt, y, rtol=1e-4, atol=1e-4 * y.abs().max().item())
-    rows = attention_patterns(model, tokens).sum(-1)
+    pats = attention_patterns(model, tokens)
+    rows = pats.sum(-1)
     torch.testing.assert_close(rows, torch.ones_like(rows))
+    # from the cache (no forward): the same maps bit for bit
+    assert torch.equal(implicit_attention(model, None, layer, cache=cache), alpha)
+    _, everything = model.run_with_cache(tokens)
+    assert torch.equal(attention_patterns(model, None, cache=everything), pats)
+    assert torch.equal(implicit_attention(model, tokens, 0, channels=[2, 1], cache=everything),
+                       implicit_attention(model, tokens, 0, channels=[2, 1]))
+
+
+# ---------------------------------------------------------------------------------------------- from a cache
+def _from_cache_equals_forward(model, tokens) -> None:
+    """Every variant of implicit_attention / attention_patterns with cache= equals the run without it, bit for bit
+    (same dtype), from a cache of every site and from one holding only Δ, B, C; the cache is left unchanged."""
+    from interp.mamba.implicit_attention import attention_patterns, implicit_attention
+
+    _, full = model.run_with_cache(tokens)
+    _, few = model.run_with_cache(tokens, names_filter=lambda n: n.endswith(("hook_dt", "hook_B", "hook_C")))
+    assert len(few) == 3 * model.n_layers < len(full)
+    before = {n: t.clone() for n, t in few.items()}
+    n_maps = model.d_inner if model.arch == "mamba" else model.n_heads
+    for cache in (full, few, dict(few)):  # an ActivationCache, or any mapping from full site name to tensor
+        for layer in range(model.n_layers):
+            for channels in ([n_maps - 1, 0, 3], None):
+                ref = implicit_attention(model, tokens, layer, channels=channels)
+                got = implicit_attention(model, None, layer, channels=channels, cache=cache)
+                assert got.dtype == ref.dtype and torch.equal(got, ref), (layer, channels)
+            assert torch.equal(implicit_attention(model, tokens, layer, cache=cache), ref)  # tokens given too
+        for kw in ({}, {"normalize": False}, {"absolute": False}, {"absolute": False, "normalize": False}):
+            for layers in (None, [1], [-1, 0, 1]):
+                ref = attention_patterns(model, tokens, layers, **kw)
+                got = attention_patterns(model, None, layers, cache=cache, **kw)
+                assert got.dtype == ref.dtype and torch.equal(got, ref), (kw, layers)
+        assert torch.equal(model.attention_patterns(None, [0], cache=cache), model.attention_patterns(tokens, [0]))
+    assert all(torch.equal(t, before[n]) for n, t in few.items())
+
+
+def test_from_cache_equals_forward(model64):
+    _from_cache_equals_forward(model64, _tokens(11, b=3, T=23))
+
+
+def test_from_cache_equals_forward_float32(pair, arch):
+    """The float32 tiny random-init models of conftest.py (the fused C scans record Δ, B, C there)."""
+    _from_cache_equals_forward(pair(arch)[1], _tokens(12, b=2, T=37))
+
+
+def test_from_cache_runs_no_forward(model64):
+    """With cache=, no site fires (a hook on every site counts); without it the same counter sees the forward."""
+    from interp.mamba.implicit_attention import attention_patterns, implicit_attention
+
+    tokens = _tokens(13, b=2, T=7)
+    _, cache = model64.run_with_cache(tokens)
+    fired: list[str] = []
+    with model64.hooks([(lambda name: True, lambda act, *, hook: fired.append(hook.name))]):
+        implicit_attention(model64, None, 1, cache=cache)
+        attention_patterns(model64, tokens, cache=cache)
+        model64.attention_patterns(None, cache=cache)
+        assert fired == []
+        implicit_attention(model64, tokens, 1)
+    assert "hook_embed" in fired and "blocks.1.mixer.hook_C" in fired
+
+
+def test_from_cache_of_a_grad_run_is_detached(model64):
+    """A cache recorded with grad=True gives the same α, detached (as without a cache)."""
+    from interp.mamba.implicit_attention import implicit_attention
+
+    tokens = _tokens(14, b=1, T=9)
+    _, cache = model64.run_with_cache(tokens, names_filter=lambda n: n.startswith("blocks.0.mixer."), grad=True)
+    assert cache["blocks.0.mixer.hook_dt"].requires_grad
+    got = implicit_attention(model64, None, 0, cache=cache)
+    assert not got.requires_grad
+    torch.testing.assert_close(got, implicit_attention(model64, tokens, 0), rtol=0, atol=0)
+
+
+def test_from_cache_after_masked_run(model64):
+    """A cache recorded with an attention_mask holds the masked Δ: reading it equals the masked forward."""
+    from interp.mamba.implicit_attention import attention_patterns, implicit_attention
+
+    tokens, mask = _tokens(15, b=2, T=10), torch.ones(2, 10, dtype=torch.long)
+    mask[0, :3] = 0
+    _, cache = model64.run_with_cache(tokens, attention_mask=mask)
+    assert torch.equal(implicit_attention(model64, tokens, 0, cache=cache),
+                       implicit_attention(model64, tokens, 0, attention_mask=mask))
+    assert torch.equal(attention_patterns(model64, None, cache=cache),
+                       attention_patterns(model64, tokens, attention_mask=mask))

@@ -11,8 +11,8 @@ transformers configs: a bench Mamba with d_model 768, 2 layers, vocabulary 50280
 Rows, TransformerLens time / ours:
 - ``forward``: ``bridge(tokens)`` (HF's torch path) / ``model(tokens)``; with its *floor*, TransformerLens time /
   our matmuls alone (projections and the 50280-way LM head, on inputs of the forward's shapes, the LM head writing
-  into pooled memory as our forward does): work both sides do, so no implementation of the rest can beat that
-  ratio;
+  into pooled memory as our forward does; timed in the same rounds, right after ours): work both sides do, so no
+  implementation of the rest can beat that ratio;
 - ``states``: every layer's ``hook_ssm_state`` through ``run_with_cache`` (TransformerLens with
   ``mixer.eager_scan = True``, needed under transformers 5.24 for its state hooks to fire), with the same floor
   (both sides also run every matmul of the forward: the logits come back too);
@@ -222,28 +222,30 @@ def peak_memory(path: Path, T: int) -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 2**20
 
 
-def matmul_floor(model, tokens: torch.Tensor, repeats: int) -> float:
-    """Median seconds of our model's matmuls alone (every ``nn.Linear``: projections and LM head, on inputs of the
-    forward's shapes): work TransformerLens does too, so ``TL forward / floor`` bounds the forward row's ratio from
-    above whatever the rest (scan, conv, norms) costs."""
+def matmul_pass(model, tokens: torch.Tensor):
+    """A function timing one pass of our model's matmuls alone (every ``nn.Linear``: projections and LM head, on
+    inputs of the forward's shapes, the LM head as the forward runs it): work TransformerLens does too, so ``TL time /
+    that`` bounds the forward and state rows' ratios from above whatever the rest (scan, conv, norms) costs."""
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     inputs = [torch.randn(*tokens.shape, m.in_features) for m in linears]
-    calls = [model._project_logits if m is model.unembed else m for m in linears]  # the LM head as the forward runs it
-    times = []
-    with torch.no_grad():
-        for r in range(repeats + 1):
+    calls = [model._project_logits if m is model.unembed else m for m in linears]
+
+    def once() -> float:
+        with torch.no_grad():
             start = time.perf_counter()
             for f, x in zip(calls, inputs):
                 f(x)
-            if r:
-                times.append(time.perf_counter() - start)
-    return statistics.median(times)
+            return time.perf_counter() - start
+
+    return once
 
 
-def rounds(worker: Worker, model, task: str, tokens: torch.Tensor, repeats: int, allow_big: bool):
-    """Median seconds (or the reason there is none) of TransformerLens and ours, alternating, after a warm-up."""
+def rounds(worker: Worker, model, task: str, tokens: torch.Tensor, repeats: int, allow_big: bool, floor=None):
+    """Median seconds (or the reason there is none) of TransformerLens and ours, alternating, after a warm-up; and
+    of ``floor()`` (one pass of our matmuls, :func:`matmul_pass`) timed in the same rounds, right after ours, so
+    that it sees the same machine (None without ``floor``)."""
     ids = tokens[0].tolist()
-    tl_times, our_times, tl_err, our_err = [], [], None, None
+    tl_times, our_times, floor_times, tl_err, our_err = [], [], [], None, None
     cache = model.run_with_cache(tokens)[1] if task == "from cache" else None  # every site, before the timer
     for r in range(repeats + 1):
         if task != "patterns" and tl_err is None:
@@ -256,8 +258,13 @@ def rounds(worker: Worker, model, task: str, tokens: torch.Tensor, repeats: int,
             our_err = got if isinstance(got, str) else None
             if r and our_err is None:
                 our_times.append(got)
+        if floor is not None:
+            seconds = floor()
+            if r:
+                floor_times.append(seconds)
     tl = statistics.median(tl_times) if tl_times else (tl_err or "-")
-    return tl, (statistics.median(our_times) if our_times else our_err)
+    return (tl, (statistics.median(our_times) if our_times else our_err),
+            statistics.median(floor_times) if floor_times else None)
 
 
 # ---------------------------------------------------------------------------------------------- agreement
@@ -357,13 +364,14 @@ def main() -> None:
         model = interp.load_model(str(paths[arch]))
         for T in args.lengths:
             tokens = torch.randint(0, 50000, (1, T), generator=torch.Generator().manual_seed(T))
-            tl_attention, floor = None, matmul_floor(model, tokens, args.repeats)
+            tl_attention, once = None, matmul_pass(model, tokens)
             for task in ("forward", "states", "attention", "from cache", "patterns"):
-                tl, us = rounds(worker, model, task, tokens, args.repeats, args.allow_big)
+                tl, us, floor = rounds(worker, model, task, tokens, args.repeats, args.allow_big,
+                                       once if task in ("forward", "states") else None)
                 if task == "attention":
                     tl_attention = isinstance(tl, float)
                 extra = f"   peak RSS {peak_memory(paths[arch], T):.2f} GiB" if task == "patterns" else ""
-                if task in ("forward", "states") and isinstance(tl, float):
+                if floor is not None and isinstance(tl, float):
                     extra = f"   floor (TL / our matmuls alone) {tl / floor:.2f}x"
                 print(f"{arch:7s} T={T:5d} {task:10s} {_cell(tl, us)}{extra}", flush=True)
             for key, val in agreement(worker, model, arch, tokens, tl_attention).items():

@@ -12,7 +12,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from interp.models.base import HookedModel
 
-__all__ = ["ActivationCache", "check_cache_args", "read_sites", "check_cached_tokens"]
+__all__ = ["ActivationCache", "check_cache_args", "read_sites", "check_cached_tokens", "read_patterns"]
 
 
 class ActivationCache(Mapping[str, Tensor]):
@@ -126,3 +126,21 @@ def check_cached_tokens(model: HookedModel, tokens, batch_pos: tuple[int, int], 
     if shape != tuple(batch_pos):
         raise ValueError(f"{fn}: tokens has shape {shape} but the cache was recorded on [batch, pos] = "
                          f"{tuple(batch_pos)} (from {site!r}); pass the tokens of the cached run, or tokens=None")
+
+
+def read_patterns(model: HookedModel, cache: Mapping, names: Sequence[str], tokens) -> Tensor:
+    """``[layer, batch, head, query, key]``: the attention patterns at the ``hook_pattern`` sites ``names`` of a
+    cache (``HookedModel.attention_patterns(cache=...)``), each checked to be ``[batch, n_heads, pos, pos]`` with
+    one batch and pos for all (and those of ``tokens``, if given)."""
+    fn = "attention_patterns"
+    pats = read_sites(cache, names, fn, "lambda n: n.endswith('hook_pattern')")
+    first = tuple(pats[0].shape)
+    b, T = (first[0], first[-1]) if len(first) == 4 else (-1, -1)
+    for name, p in zip(names, pats, strict=True):
+        if tuple(p.shape) != (b, model.n_heads, T, T):
+            raise ValueError(f"{fn}: cache[{name!r}] has shape {tuple(p.shape)}; this model expects [batch, "
+                             f"{model.n_heads} heads, pos, pos], with the same batch and pos at every layer "
+                             f"({names[0]!r}: {first}): is the cache from another model, from several runs, or from "
+                             "run_suffix?")
+    check_cached_tokens(model, tokens, (b, T), fn, names[0])
+    return torch.stack(pats)

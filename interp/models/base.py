@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from interp.cache import ActivationCache, check_cache_args, check_cached_tokens, read_sites
+from interp.cache import ActivationCache, check_cache_args, read_patterns
 from interp.checks import is_index
 from interp.errors import CapabilityError
 from interp.hooks import HookFn, HookRegistry, StopForward, layer_of
@@ -39,6 +39,9 @@ __all__ = ["HookedModel", "NamesFilter", "HookSpec"]
 NamesFilter = None | str | Sequence[str] | Callable[[str], bool]
 HookSpec = Sequence[tuple[str | Callable[[str], bool], HookFn]]
 RETURN_TYPES = ("logits", "loss", "both", None)
+FINAL_SITE = "ln_final.hook_normalized"
+"""The final norm's output: a ``return_type=None`` pass ends once this site's hooks ran (no unembedding) where it
+is the model's last site (not on the TransformerLens wrappers, whose unembedding has sites of its own)."""
 
 
 class HookedModel(TokensMixin, WeightsMixin, nn.Module):
@@ -239,18 +242,23 @@ class HookedModel(TokensMixin, WeightsMixin, nn.Module):
         is needed for a loss). ``attention_mask`` ``[batch, pos]`` (1 = real token) makes padded rows equal their
         unpadded runs. ``return_type``: ``"logits"`` ``[batch, pos, d_vocab]``, ``"loss"`` (mean next-token
         cross-entropy over real targets; per token ``[batch, pos - 1]`` with ``loss_per_token``, 0 where the
-        target or the input is padding), ``"both"`` (``(logits, loss)``) or None. ``stop_at_layer=l`` returns
-        the residual stream before block ``l`` (``blocks.{l}.hook_resid_pre``, after its hooks; ``l = n_layers``:
-        the last ``hook_resid_post``) without running the rest.
+        target or the input is padding), ``"both"`` (``(logits, loss)``) or None (returns None; where
+        ``ln_final.hook_normalized`` is the last site, the pass ends after its hooks, without the unembedding
+        matmul). ``stop_at_layer=l`` returns the residual stream before block ``l`` (``blocks.{l}.hook_resid_pre``,
+        after its hooks; ``l = n_layers``: the last ``hook_resid_post``) without running the rest.
         """
-        out, tokens, mask = self._run(input, attention_mask, stop_at_layer, start_at_layer, tokens)
+        # return_type=None needs no logits: end the pass once the final norm's hooks ran (no unembedding matmul)
+        final = return_type is None and stop_at_layer is None and self.site_names()[-1] == FINAL_SITE
+        out, tokens, mask = self._run(input, attention_mask, stop_at_layer, start_at_layer, tokens, final)
+        if final:
+            return None
         if stop_at_layer is not None:
             if return_type not in ("logits", None):
                 raise ValueError(f"return_type={return_type!r} needs logits; stop_at_layer returns the residual stream")
             return out
         return self._finish(out, tokens, mask, return_type, loss_per_token)
 
-    def _run(self, input, attention_mask, stop_at_layer, start_at_layer, tokens):
+    def _run(self, input, attention_mask, stop_at_layer, start_at_layer, tokens, stop_at_final: bool = False):
         if start_at_layer is None:
             if tokens is not None:
                 raise ValueError("tokens= is only for start_at_layer runs (input is the token ids otherwise)")
@@ -268,7 +276,7 @@ class HookedModel(TokensMixin, WeightsMixin, nn.Module):
         stop = None if stop_at_layer is None else self._layer_bound(stop_at_layer, "stop_at_layer", allow_end=True)
         if start is not None and stop is not None and stop <= start:
             raise ValueError(f"stop_at_layer={stop_at_layer} must come after start_at_layer={start_at_layer}")
-        with self._layer_window(start, stop):
+        with self._layer_window(start, stop, FINAL_SITE if stop_at_final else None):
             try:
                 out = self._logits(tokens, mask) if start is None else self._logits_from(start, resid, mask)
             except StopForward as stopped:
@@ -278,13 +286,14 @@ class HookedModel(TokensMixin, WeightsMixin, nn.Module):
         return out, tokens, mask
 
     @contextmanager
-    def _layer_window(self, start: int | None, stop: int | None) -> Iterator[None]:
+    def _layer_window(self, start: int | None, stop: int | None, stop_site: str | None = None) -> Iterator[None]:
         """Within the block, a forward pass ends with ``StopForward`` at layer ``stop``'s input (None: runs to the
-        end) and fires no hook of the sites before layer ``start`` (None: fires them all)."""
+        end; or at ``stop_site``, after its hooks) and fires no hook of the sites before layer ``start`` (None:
+        fires them all)."""
         reg = self._registry
         with ExitStack() as stack:
-            if stop is not None:
-                site = self._stop_site(stop)
+            if stop is not None or stop_site is not None:
+                site = self._stop_site(stop) if stop is not None else stop_site
                 stack.enter_context(self.hooks([(site, _nothing_hook)]))
                 old_stop, reg.stop_site = reg.stop_site, site
                 stack.callback(setattr, reg, "stop_site", old_stop)
@@ -432,17 +441,7 @@ class HookedModel(TokensMixin, WeightsMixin, nn.Module):
         if cache is None:
             _, cache = self.run_with_cache(tokens, names_filter=names, attention_mask=attention_mask)
             return torch.stack([cache[n] for n in names])
-        pats = read_sites(cache, names, "attention_patterns", "lambda n: n.endswith('hook_pattern')")
-        first = tuple(pats[0].shape)
-        b, T = (first[0], first[-1]) if len(first) == 4 else (-1, -1)
-        for name, p in zip(names, pats, strict=True):
-            if tuple(p.shape) != (b, self.n_heads, T, T):
-                raise ValueError(f"attention_patterns: cache[{name!r}] has shape {tuple(p.shape)}; this model "
-                                 f"expects [batch, {self.n_heads} heads, pos, pos], with the same batch and pos at "
-                                 f"every layer ({names[0]!r}: {first}): is the cache from another model, from "
-                                 "several runs, or from run_suffix?")
-        check_cached_tokens(self, tokens, (b, T), "attention_patterns", names[0])
-        return torch.stack(pats)
+        return read_patterns(self, cache, names, tokens)
 
     def record_prefix(self, tokens):
         """Run ``tokens`` ``[batch, pos]`` once (under any active hooks) and keep, for every layer and position, what

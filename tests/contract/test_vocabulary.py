@@ -160,3 +160,41 @@ def test_generation_runs_hooks_and_samples_reproducibly(kind):
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="max_new_tokens"):
         model.generate(tokens, max_new_tokens=-1)
+
+
+class _VocabOutputs(torch.overrides.TorchFunctionMode):
+    """Counts torch calls whose result is ``[batch, pos, d_vocab]`` (the unembedding, and anything shaped like it)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape, self.count = tuple(shape), 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and tuple(out.shape) == self.shape:
+            self.count += 1
+        return out
+
+
+def test_return_type_none_skips_the_unembedding(kind):
+    """``return_type=None`` returns None, records every site exactly as a logits run does (the final norm's hooks
+    included) and, where the final norm is the last site (all but the TransformerLens wrappers, whose unembedding
+    fires sites of its own), runs no unembedding matmul; with ``stop_at_layer`` it still returns the residual
+    stream."""
+    model = kind.model
+    tokens = torch.randint(4, 100, (2, 6))
+    shape = (2, 6, model.d_vocab)
+    with _VocabOutputs(shape) as full:
+        logits, want = model.run_with_cache(tokens)
+    with _VocabOutputs(shape) as short:
+        none, got = model.run_with_cache(tokens, return_type=None)
+    assert tuple(logits.shape) == shape and none is None
+    assert set(got) == set(want) and "ln_final.hook_normalized" in got
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+    if model.site_names()[-1] == "ln_final.hook_normalized":
+        assert full.count - short.count >= 1  # the logits run made at least one more [batch, pos, d_vocab] tensor
+    else:
+        assert kind.name in ("hooked_transformer", "bridge")
+    with torch.no_grad():
+        assert torch.equal(model(tokens, return_type=None, stop_at_layer=1), model(tokens, stop_at_layer=1))

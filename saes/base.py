@@ -267,6 +267,9 @@ class SAE(nn.Module):
         self._check_input(x)
         if x.ndim != 2:
             raise ValueError(f"x must be [batch, {self.cfg.d_in}] for training_forward, got {tuple(x.shape)}")
+        self._check_dead_mask(dead_mask)
+
+    def _check_dead_mask(self, dead_mask: Tensor | None) -> None:
         if dead_mask is not None and (dead_mask.dtype != torch.bool or tuple(dead_mask.shape) != (self.cfg.d_sae,)):
             raise ValueError(f"dead_mask must be a BoolTensor of shape [{self.cfg.d_sae}], "
                              f"got {dead_mask.dtype} {tuple(dead_mask.shape)}")

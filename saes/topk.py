@@ -15,7 +15,7 @@ from interp.kernels import BatchTopKSelect, TopKSelect, sparse_decode_autograd, 
 from interp.kernels.selectors import topk_lowest_index
 from interp.saes.base import SAE, SAEConfig, TrainOutput, reconstruction_metrics
 
-__all__ = ["TopKSAE", "sparse_training_step", "topk_activation"]
+__all__ = ["TopKSAE", "sparse_topk_step", "sparse_training_step", "topk_activation"]
 
 
 def topk_activation(pre_acts: Tensor, k: int) -> Tensor:
@@ -55,24 +55,32 @@ def sparse_training_step(sae: SAE, x: Tensor, dead_mask: Tensor | None, batch: b
     ``cfg.k * batch`` (:class:`~interp.kernels.BatchTopKSelect`), and the AuxK part is appended when latents are
     dead. On the native backend the selection is fused with the encoder."""
     sae._check_train_input(x, dead_mask)
-    cfg = sae.cfg
     x = x.to(sae.W_enc.dtype)
+    return sparse_topk_step(sae, x, x, sae.b_dec, dead_mask, batch)
+
+
+def sparse_topk_step(sae: SAE, inp: Tensor, target: Tensor, input_bias: Tensor, dead_mask: Tensor | None,
+                     batch: bool = False) -> tuple[TrainOutput, Tensor, Tensor]:
+    """The TopK step on checked inputs in the SAE's dtype: encode ``inp - input_bias`` (the SAE's ``b_dec``; zeros
+    for a transcoder), reconstruct ``target`` (``inp`` itself for an SAE) from the selected latents, AuxK on the
+    residual (module docstring). Returns ``(TrainOutput, main_vals, main_idx)``."""
+    cfg = sae.cfg
     n_dead = int(dead_mask.sum()) if dead_mask is not None else 0
     k_aux = min(cfg.effective_aux_k, n_dead)
     select = (BatchTopKSelect if batch else TopKSelect)(cfg.k, dead_mask, k_aux)
-    vals, idx = sparse_encode(x, sae.W_enc, sae.b_enc, sae.b_dec, select)
+    vals, idx = sparse_encode(inp, sae.W_enc, sae.b_enc, input_bias, select)
     main_vals, main_idx = vals[:, :select.n_main], idx[:, :select.n_main]
-    x_hat = sparse_decode_autograd(main_vals, main_idx, sae.W_dec) + sae.b_dec
-    mse, fvu = reconstruction_metrics(x, x_hat)
+    y_hat = sparse_decode_autograd(main_vals, main_idx, sae.W_dec) + sae.b_dec
+    mse, fvu = reconstruction_metrics(target, y_hat)
     loss = mse
-    aux = torch.zeros((), dtype=x.dtype, device=x.device)
+    aux = torch.zeros((), dtype=target.dtype, device=target.device)
     if k_aux:
-        residual = (x - x_hat).detach()
+        residual = (target - y_hat).detach()
         e_hat = sparse_decode_autograd(vals[:, select.n_main:], idx[:, select.n_main:], sae.W_dec)
         aux = (e_hat - residual).pow(2).sum(-1).mean()
         loss = loss + cfg.aux_coefficient * min(n_dead / cfg.effective_aux_k, 1.0) * aux
     active = main_vals.detach() > 0
-    fired = torch.zeros(cfg.d_sae, dtype=torch.bool, device=x.device)
+    fired = torch.zeros(cfg.d_sae, dtype=torch.bool, device=target.device)
     fired[main_idx[active]] = True
-    metrics = {"mse": mse.detach(), "fvu": fvu, "l0": active.sum(-1).to(x.dtype).mean(), "aux": aux.detach()}
-    return TrainOutput(loss, x_hat, fired, metrics), main_vals.detach(), main_idx
+    metrics = {"mse": mse.detach(), "fvu": fvu, "l0": active.sum(-1).to(target.dtype).mean(), "aux": aux.detach()}
+    return TrainOutput(loss, y_hat, fired, metrics), main_vals.detach(), main_idx

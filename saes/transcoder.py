@@ -21,9 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from interp.kernels import TopKSelect, sparse_decode_autograd, sparse_encode
-from interp.saes.base import SAE, SAEConfig, TrainOutput, reconstruction_metrics
-from interp.saes.topk import topk_activation
+from interp.saes.base import SAE, SAEConfig, TrainOutput
+from interp.saes.topk import sparse_topk_step, topk_activation
 
 __all__ = ["TopKTranscoder"]
 
@@ -69,30 +68,9 @@ class TopKTranscoder(SAE):
     def training_forward(self, x: Tensor, dead_mask: Tensor | None = None) -> TrainOutput:
         """Loss (batch mean) on paired rows ``x = [input, target]``; see the module docstring."""
         inp, target = self.split(x)
-        if dead_mask is not None and (dead_mask.dtype != torch.bool or tuple(dead_mask.shape) != (self.cfg.d_sae,)):
-            raise ValueError(f"dead_mask must be a BoolTensor of shape [{self.cfg.d_sae}], "
-                             f"got {dead_mask.dtype} {tuple(dead_mask.shape)}")
-        cfg, dtype = self.cfg, self.W_enc.dtype
-        inp, target = inp.to(dtype), target.to(dtype)
-        n_dead = int(dead_mask.sum()) if dead_mask is not None else 0
-        k_aux = min(cfg.effective_aux_k, n_dead)
-
-        select = TopKSelect(cfg.k, dead_mask, k_aux)  # fused with the encoder on the native backend
-        vals, idx = sparse_encode(inp, self.W_enc, self.b_enc, self._no_input_bias, select)
-        main_vals, main_idx = vals[:, :select.n_main], idx[:, :select.n_main]
-        y_hat = sparse_decode_autograd(main_vals, main_idx, self.W_dec) + self.b_dec
-        mse, fvu = reconstruction_metrics(target, y_hat)
-        loss, aux = mse, torch.zeros((), dtype=dtype, device=inp.device)
-        if k_aux:
-            residual = (target - y_hat).detach()
-            e_hat = sparse_decode_autograd(vals[:, select.n_main:], idx[:, select.n_main:], self.W_dec)
-            aux = (e_hat - residual).pow(2).sum(-1).mean()
-            loss = loss + cfg.aux_coefficient * min(n_dead / cfg.effective_aux_k, 1.0) * aux
-        active = main_vals.detach() > 0
-        fired = torch.zeros(cfg.d_sae, dtype=torch.bool, device=inp.device)
-        fired[main_idx[active]] = True
-        metrics = {"mse": mse.detach(), "fvu": fvu, "l0": active.sum(-1).to(dtype).mean(), "aux": aux.detach()}
-        return TrainOutput(loss, y_hat, fired, metrics)
+        self._check_dead_mask(dead_mask)
+        dtype = self.W_enc.dtype
+        return sparse_topk_step(self, inp.to(dtype), target.to(dtype), self._no_input_bias, dead_mask)[0]
 
     @torch.no_grad()
     def init_b_dec(self, x_sample: Tensor, method: str = "geometric_median") -> None:

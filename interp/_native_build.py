@@ -16,9 +16,49 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["build_library", "compiler", "cpu_id", "native_cache_dir"]
+__all__ = ["LazyLibrary", "build_library", "compiler", "cpu_id", "native_cache_dir"]
+
+
+class LazyLibrary:
+    """A native library built on first use, once, under a lock. :meth:`get` returns it, or None once a build has
+    failed (after one warning ``"{what} unavailable, using {fallback}: ..."``; or a RuntimeError when ``strict()``
+    returns a message, e.g. an environment variable demanding the native path); :meth:`require` returns it or raises
+    saying why it is missing. The state is ``lib`` (the built library) and ``failed`` (the reason, once failed)."""
+
+    def __init__(self, build: Callable[[], Any], what: str, fallback: str,
+                 strict: Callable[[], str | None] | None = None) -> None:
+        self.build, self.what, self.fallback, self.strict = build, what, fallback, strict
+        self.lib: Any = None
+        self.failed: str | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        if self.lib is not None or self.failed is not None:
+            return self.lib
+        with self._lock:
+            if self.lib is None and self.failed is None:
+                try:
+                    self.lib = self.build()
+                except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+                    self.failed = str(err)
+                    message = self.strict() if self.strict is not None else None
+                    if message:
+                        raise RuntimeError(f"{message}: {err}") from err
+                    warnings.warn(f"{self.what} unavailable, using {self.fallback}: {err}", stacklevel=3)
+        return self.lib
+
+    def require(self) -> Any:
+        lib = self.get()
+        if lib is None:
+            raise RuntimeError(f"the {self.what} {'are' if self.what.endswith('s') else 'is'} not available: "
+                               f"{self.failed}")
+        return lib
 
 
 def cpu_id() -> str:

@@ -26,10 +26,8 @@ is not fused (:func:`encoder_available` is False) and the dense ``addmm`` + ``to
 from __future__ import annotations
 
 import ctypes
-import subprocess
 import sys
 import threading
-import warnings
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -38,7 +36,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp._native_build import build_library
+from interp._native_build import LazyLibrary, build_library
 from interp.kernels import cpu_ops
 
 __all__ = ["available", "batch_topk_encode", "decode_backward", "encode_backward", "encoder_available", "gather_dot",
@@ -51,9 +49,6 @@ COL_BLOCK = 512
 CHUNK = 16
 """Latents per backward task (``CHUNK`` in topk_native.c; it sizes the scratch passed in)."""
 
-_lock = threading.Lock()
-_lib = None  # _Libraries once built
-_failed: str | None = None
 _local = threading.local()  # per-thread encoder workspace, reused across calls (no page faults per step)
 
 
@@ -112,32 +107,17 @@ def _build(target: tuple[str, ...] | None = None, out_dir: Path | None = None) -
     return _Libraries(enc, back)
 
 
-def _library() -> _Libraries | None:
-    """The compiled library, building it on first use; None (after one warning) if that fails."""
-    global _lib, _failed
-    if _lib is not None or _failed is not None:
-        return _lib
-    with _lock:
-        if _lib is None and _failed is None:
-            try:
-                _lib = _build()
-            except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-                _failed = str(err)
-                warnings.warn(f"native SAE kernels unavailable, using the torch ops: {err}", stacklevel=3)
-    return _lib
+_native = LazyLibrary(lambda: _build(), "native SAE kernels", "the torch ops")
 
 
 def available() -> bool:
     """Whether the native kernels are built (building them now if needed)."""
-    return _library() is not None
+    return _native.get() is not None
 
 
 def require() -> _Libraries:
     """The library, or RuntimeError saying why it could not be built."""
-    lib = _library()
-    if lib is None:
-        raise RuntimeError(f"the native SAE kernels are not available: {_failed}")
-    return lib
+    return _native.require()
 
 
 def _symbol(lib: ctypes.CDLL, name: str) -> int:

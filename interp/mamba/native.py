@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import ctypes
 import os
-import subprocess
-import threading
-import warnings
 from importlib import resources
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from interp._native_build import build_library
+from interp._native_build import LazyLibrary, build_library
 from interp.mamba.buffers import empty_large
 from interp.mamba.scan import LOG2E, selective_scan_chunked, ssd_scan_chunked, ssd_states_chunked
 
@@ -38,9 +35,6 @@ __all__ = ["ENV_VAR", "native_available", "use_native", "mamba1_scan_native", "m
 
 ENV_VAR = "INTERP_MAMBA_SCAN"
 _NATIVE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_failed: str | None = None
 
 
 def _mode() -> str:
@@ -70,26 +64,14 @@ def _load(path: Path) -> ctypes.CDLL:
     return lib
 
 
-def _library() -> ctypes.CDLL | None:
-    """The compiled library, building it on first use; None (after one warning) if that fails."""
-    global _lib, _failed
-    if _lib is not None or _failed is not None:
-        return _lib
-    with _lock:
-        if _lib is None and _failed is None:
-            try:
-                _lib = _build()
-            except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-                _failed = str(err)
-                if _mode() == "native":
-                    raise RuntimeError(f"{ENV_VAR}=native but the native scan could not be built: {err}") from err
-                warnings.warn(f"native Mamba scan unavailable, using the torch scans: {err}", stacklevel=3)
-    return _lib
+_native = LazyLibrary(
+    lambda: _build(), "native Mamba scan", "the torch scans",
+    lambda: f"{ENV_VAR}=native but the native scan could not be built" if _mode() == "native" else None)
 
 
 def native_available() -> bool:
     """Whether the native scans are built (building them now if needed) and not turned off by the env var."""
-    return _mode() != "torch" and _library() is not None
+    return _mode() != "torch" and _native.get() is not None
 
 
 def use_native(*tensors: Tensor | None) -> bool:
@@ -123,7 +105,7 @@ def mamba1_scan_native(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
                        return_states: bool = False) -> tuple[Tensor, Tensor | None, Tensor]:
     """Mamba-1 scan (shapes as :func:`~interp.mamba.scan.selective_scan_ref`; float32 CPU, no autograd).
     Returns ``(y [b, T, d], states [b, T, d, N] or None, final state [b, d, N])``."""
-    lib = _require()
+    lib = _native.require()
     if x.ndim != 3 or A.ndim != 2:
         raise ValueError(f"x must be [batch, pos, d_inner] and A [d_inner, d_state]; got x {tuple(x.shape)}, "
                          f"A {tuple(A.shape)}")
@@ -146,7 +128,7 @@ def mamba2_scan_native(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
                        return_states: bool = False) -> tuple[Tensor, Tensor | None, Tensor]:
     """Mamba-2 scan (shapes as :func:`~interp.mamba.scan.ssd_scan_ref`; float32 CPU, no autograd).
     Returns ``(y [b, T, H, P], states [b, T, H, P, N] or None, final state [b, H, P, N])``."""
-    lib = _require()
+    lib = _native.require()
     if x.ndim != 4 or B.ndim != 4:
         raise ValueError(f"x must be [batch, pos, heads, head_dim] and B [batch, pos, groups, d_state]; got x "
                          f"{tuple(x.shape)}, B {tuple(B.shape)}")
@@ -163,13 +145,6 @@ def mamba2_scan_native(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     lib.mamba2_scan(b, T, H, P, G, N, _ptr(x), _ptr(dt), _ptr(A2), _ptr(B), _ptr(C), _ptr(D), _ptr(h0), _ptr(y),
                     _ptr(final), _ptr(states), torch.get_num_threads())
     return y, states, final
-
-
-def _require() -> ctypes.CDLL:
-    lib = _library()
-    if lib is None:
-        raise RuntimeError(f"the native Mamba scan is not available: {_failed}")
-    return lib
 
 
 # ---------------------------------------------------------------------------------------------- dispatch

@@ -283,8 +283,8 @@ def test_dispatch(monkeypatch):
 
 def test_failed_build_falls_back_with_one_warning(monkeypatch, tmp_path):
     monkeypatch.delenv(ENV_VAR, raising=False)
-    monkeypatch.setattr(native, "_lib", None)
-    monkeypatch.setattr(native, "_failed", None)
+    monkeypatch.setattr(native._native, "lib", None)
+    monkeypatch.setattr(native._native, "failed", None)
     monkeypatch.setenv("INTERP_CACHE", str(tmp_path))  # nothing built there yet
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     with pytest.warns(UserWarning, match="native SAE kernels unavailable"):
@@ -306,7 +306,7 @@ def test_other_instruction_sets_match_reference(target, tmp_path, monkeypatch, s
         lib = native._build(target, tmp_path)
     except RuntimeError as err:
         pytest.skip(f"compiler refused {target}: {err}")
-    monkeypatch.setattr(native, "_lib", lib)
+    monkeypatch.setattr(native._native, "lib", lib)
     for B, D, L, K in SIZES:
         x, W, b = _int_inputs(B, D, L, torch.Generator().manual_seed(L))
         vals, idx, _, _ = native.topk_encode(x, W, b, K)

@@ -171,8 +171,8 @@ def test_torch_and_native_model_paths_agree(pair, arch, monkeypatch):
 
 def test_failed_build_falls_back_with_one_warning(monkeypatch, tmp_path):
     monkeypatch.delenv(native.ENV_VAR, raising=False)
-    monkeypatch.setattr(native, "_lib", None)
-    monkeypatch.setattr(native, "_failed", None)
+    monkeypatch.setattr(native._native, "lib", None)
+    monkeypatch.setattr(native._native, "failed", None)
     monkeypatch.setenv("INTERP_CACHE", str(tmp_path))  # nothing built there yet
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     x, dt, A, B, C, D = _mamba1_inputs(1, 6, 5, 3)
@@ -183,7 +183,7 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch, tmp_path):
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(RuntimeError, match="not available"):
         native.mamba1_scan_native(x, dt, A, B, C, D)
-    monkeypatch.setattr(native, "_failed", None)
+    monkeypatch.setattr(native._native, "failed", None)
     monkeypatch.setenv(native.ENV_VAR, "native")
     with pytest.raises(RuntimeError, match="INTERP_MAMBA_SCAN=native but the native scan could not be built"):
         native.use_native(x)
@@ -197,7 +197,7 @@ def test_other_instruction_sets_match_reference(target, tmp_path, monkeypatch):
         lib = native._build(target, tmp_path)
     except RuntimeError as err:
         pytest.skip(f"compiler refused {target}: {err}")
-    monkeypatch.setattr(native, "_lib", lib)
+    monkeypatch.setattr(native._native, "lib", lib)
     args1 = _mamba1_inputs(2, 21, 70, 16)
     y, states, _ = native.mamba1_scan_native(*args1, return_states=True)
     y_ref, s_ref = selective_scan_ref(*_double(args1))

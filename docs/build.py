@@ -1,8 +1,9 @@
 """Build the API reference (mkdocs + mkdocstrings) from the docstrings.
 
 ``python docs/build.py [--out site/]``. The package installs ``probes/``, ``saes/`` and ``kernels/`` as
-``interp.probes|saes|kernels``; mkdocstrings reads sources by path, so the build first stages a tree of symlinks
-in which they sit under ``interp/``, then runs ``mkdocs build --strict`` (every warning is an error).
+``interp.probes|saes|kernels`` (front module ``interp/<name>.py``, modules in the folder: interp/_layout.py);
+mkdocstrings reads sources by path, so the build first stages a tree of symlinks in which each is a plain package
+under ``interp/``, then runs ``mkdocs build --strict`` (every warning is an error).
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ def stage(into: Path) -> Path:
     pkg = into / "interp"
     pkg.mkdir(parents=True)
     for entry in (ROOT / "interp").iterdir():
-        if entry.name != "__pycache__":
+        if entry.name != "__pycache__" and entry.name.removesuffix(".py") not in MAPPED:
             (pkg / entry.name).symlink_to(entry)
-    for name, folder in MAPPED.items():
-        (pkg / name).symlink_to(ROOT / folder)
+    for name, folder in MAPPED.items():  # front module interp/<name>.py as the __init__ of the folder's modules
+        (pkg / name).mkdir()
+        (pkg / name / "__init__.py").symlink_to(ROOT / "interp" / f"{name}.py")
+        for entry in (ROOT / folder).iterdir():
+            if entry.name != "__pycache__":
+                (pkg / name / entry.name).symlink_to(entry)
     return into
 
 

@@ -23,6 +23,7 @@ _EXPORTS = {
     "load_model": "interp.models.loading",
     "wrap": "interp.models.loading",
     "CapabilityError": "interp.errors",
+    "CheckpointError": "interp.errors",
     "MemoryBudgetError": "interp.errors",
 }
 _SUBPACKAGES = ("models", "mamba", "saes", "probes", "kernels", "zoo", "heads", "patching", "tracing", "reports")
@@ -32,6 +33,7 @@ __all__ = [*_EXPORTS, *_SUBPACKAGES]
 if TYPE_CHECKING:
     from interp.cache import ActivationCache as ActivationCache
     from interp.errors import CapabilityError as CapabilityError
+    from interp.errors import CheckpointError as CheckpointError
     from interp.errors import MemoryBudgetError as MemoryBudgetError
     from interp.hooks import HookInfo as HookInfo
     from interp.models.base import HookedModel as HookedModel

@@ -28,7 +28,6 @@ from __future__ import annotations
 import ctypes
 import sys
 import threading
-from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
@@ -89,7 +88,7 @@ def _build(target: tuple[str, ...] | None = None, out_dir: Path | None = None) -
     ``target``: CPU flags as in :func:`interp._native_build.build_library` (tests reach the AVX2 / plain-C code)."""
     libs = []
     for stem in ("topk_native", "sparse_backward"):
-        source = resources.files("interp.kernels").joinpath(f"{stem}.c").read_bytes()
+        source = (Path(__file__).parent / f"{stem}.c").read_bytes()
         libs.append(ctypes.CDLL(str(build_library(source, stem, target, out_dir))))
     enc, back = libs
     i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int

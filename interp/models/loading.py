@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from interp.checks import check_device
+from interp.errors import CheckpointError, import_failure
 from interp.files import check_safetensors, read_json_object
 from interp.models.base import HookedModel
 
-__all__ = ["load_model", "wrap", "ACCEPTED", "check_weight_files", "from_pretrained_checked"]
+__all__ = ["load_model", "wrap", "ACCEPTED", "check_weight_files", "from_pretrained_checked", "transformers_origin"]
 
 ACCEPTED = (
     "'smollm2' (alias 'smollm2-135m'): the embedded SmolLM2-135M-Instruct; "
@@ -110,15 +111,23 @@ def from_pretrained_checked(path: Path, dtype: torch.dtype):
     here each is an error naming the tensors, and so is a non-finite parameter."""
     from transformers import AutoModelForCausalLM
 
-    check_weight_files(path)
+    try:
+        read_json_object(path / "config.json", "a Hugging Face model config")
+        check_weight_files(path)
+    except FileNotFoundError:
+        raise
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             path, dtype=dtype, local_files_only=True, use_safetensors=True, output_loading_info=True,
             ignore_mismatched_sizes=True,  # reported in info and refused below, with the shapes
         )
+    except ImportError as err:  # the environment, not the files: say which module and where it came from
+        raise import_failure(err, f"building the model of {path} with {transformers_origin()}") from None
     except Exception as err:
-        raise ValueError(f"spec {str(path)!r}: transformers could not build the model from config.json and the "
-                         f"weights ({type(err).__name__}: {_first_line(err)})") from None
+        raise ValueError(f"spec {str(path)!r}: {transformers_origin()} could not build the model from config.json "
+                         f"and the weights ({type(err).__name__}: {_first_line(err)})") from None
     problems = []
     for key, label in (("missing_keys", "missing from the weight files"),
                        ("unexpected_keys", "in the weight files but not in the model config.json describes")):
@@ -133,12 +142,20 @@ def from_pretrained_checked(path: Path, dtype: torch.dtype):
     if info.get("error_msgs"):
         problems.append("errors: " + "; ".join(map(str, info["error_msgs"][:3])))
     if problems:
-        raise ValueError(f"spec {str(path)!r}: the weights do not match the model config.json describes (the "
+        raise CheckpointError(f"spec {str(path)!r}: the weights do not match the model config.json describes (the "
                          f"model would run with randomly initialised parts): {'; '.join(problems)}")
     bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad:
-        raise ValueError(f"spec {str(path)!r}: weight(s) hold nan/inf values: {_names(bad)}; the files are corrupt")
+        raise CheckpointError(f"spec {str(path)!r}: weight(s) hold nan/inf values: {_names(bad)}; the files are "
+                              "corrupt")
     return model
+
+
+def transformers_origin() -> str:
+    """``transformers <version> (<folder>)``: which transformers an error came from."""
+    import transformers
+
+    return f"transformers {transformers.__version__} ({Path(transformers.__file__).parent})"
 
 
 def _names(names: list[str], n: int = 8) -> str:

@@ -14,6 +14,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+from interp.errors import CheckpointError, import_failure
 from interp.filelock import build_once
 
 __all__ = ["ALIASES", "gguf_path", "cache_dir", "load_smollm2"]
@@ -54,7 +55,6 @@ def _source_stamp(path: Path) -> dict:
 def load_smollm2(dtype=None, device=None):
     """Return ``(hf_model, tokenizer)`` for SmolLM2-135M-Instruct in float32, converting and caching once."""
     import torch
-    from transformers import AutoTokenizer
 
     from interp.models.loading import from_pretrained_checked
 
@@ -63,13 +63,34 @@ def load_smollm2(dtype=None, device=None):
     build_once(target, _source_stamp(src), lambda tmp: _convert(src, tmp), what="SmolLM2 GGUF -> float32")
     try:
         model = from_pretrained_checked(target, dtype or torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=True)
-    except (ValueError, OSError) as err:
-        raise ValueError(f"the cached SmolLM2 conversion at {target} does not load ({err}); delete that folder to "
-                         "convert the model again") from None
+        tokenizer = _load_tokenizer(target)
+    except (CheckpointError, FileNotFoundError) as err:  # only a damaged conversion is the cache's fault
+        raise CheckpointError(f"the cached SmolLM2 conversion at {target} is unreadable ({err}); delete that folder "
+                              "to convert the model again") from None
     if device is not None:
         model = model.to(device)
     return model.eval(), tokenizer
+
+
+def _load_tokenizer(folder: Path):
+    """The converted folder's tokenizer; a CheckpointError only when its files are unreadable."""
+    from transformers import AutoTokenizer
+
+    from interp.files import read_json_object
+    from interp.models.loading import transformers_origin
+
+    try:
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except ImportError as err:
+        raise import_failure(err, f"loading the tokenizer of {folder} with {transformers_origin()}") from None
+    except Exception as err:
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            try:
+                read_json_object(folder / name, "a tokenizer file")
+            except (ValueError, OSError) as bad:
+                raise CheckpointError(f"{folder / name}: {bad}") from None
+        raise ValueError(f"{folder}: {transformers_origin()} could not load the tokenizer although its files parse "
+                         f"({type(err).__name__}: {err})") from None
 
 
 def _convert(src: Path, out: Path) -> None:
@@ -80,6 +101,10 @@ def _convert(src: Path, out: Path) -> None:
     try:
         model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    except ImportError as err:  # the environment (gguf, transformers, a shadowed module), not the file
+        from interp.models.loading import transformers_origin
+
+        raise import_failure(err, f"reading {src} with {transformers_origin()}") from None
     except Exception as err:
         raise ValueError(f"{src}: could not read the GGUF file ({type(err).__name__}: {err}); reinstall it: "
                          f"{_INSTALL_HINT}") from None

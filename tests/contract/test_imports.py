@@ -24,13 +24,14 @@ def test_lazy_subpackages():
 
 
 def _source_packages() -> set[str]:
-    roots = {"interp": ROOT / "interp", "interp.probes": ROOT / "probes", "interp.saes": ROOT / "saes",
-             "interp.kernels": ROOT / "kernels"}
-    out = set()
-    for pkg, folder in roots.items():
-        for init in folder.rglob("__init__.py"):
-            rel = init.parent.relative_to(folder).parts
-            out.add(".".join((pkg, *rel)))
+    """Every package of the checkout: interp's subpackages, and interp.probes|saes|kernels (front module
+    interp/<name>.py, modules in the top-level folder, which has no __init__.py) with their subpackages."""
+    out = {".".join(("interp", *init.parent.relative_to(ROOT / "interp").parts))
+           for init in (ROOT / "interp").rglob("__init__.py")}
+    for name in ("probes", "saes", "kernels"):
+        out.add(f"interp.{name}")
+        out |= {".".join((f"interp.{name}", *i.parent.relative_to(ROOT / name).parts))
+                for i in (ROOT / name).rglob("*/__init__.py")}
     return out
 
 
@@ -43,6 +44,9 @@ def test_wheel_holds_every_subpackage(tmp_path):
     wheel = next(tmp_path.glob("interp-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     packaged = {n[: -len("/__init__.py")].replace("/", ".") for n in names if n.endswith("/__init__.py")}
+    for name in ("probes", "saes", "kernels"):  # a front module and its folder of modules
+        if f"interp/{name}.py" in names and any(n.startswith(f"interp/{name}/") for n in names):
+            packaged.add(f"interp.{name}")
     assert _source_packages() <= packaged, _source_packages() - packaged
     assert any(n.endswith("scan_native.c") for n in names)
     assert any(n.endswith("mamba1-facts/model.safetensors") for n in names)

@@ -32,7 +32,9 @@ def test_logistic_matches_sklearn(k, C):
     y_real = ((X[0] - 3.0) @ truth + torch.randn(240, k, generator=g)).argmax(1)
     Y = torch.stack([y_real, torch.randint(0, k, (240,), generator=g)])
     train = _masks(240, k)
-    fit = fit_batched(X, Y, train, "logistic", n_classes=k, C=C, tol=1e-10, max_iter=2000)
+    # tol 1e-9: at 1e-10 one of these problems (k=3, C=1) stalls in the line search on an AMD EPYC (no float64
+    # decrease left; its weights still match scikit-learn to 3e-7), so "converged" depended on the processor.
+    fit = fit_batched(X, Y, train, "logistic", n_classes=k, C=C, tol=1e-9, max_iter=2000)
     assert bool(fit.converged.all())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -12,6 +12,12 @@
   generation; :func:`steering_curve` measures a metric against the coefficient.
 """
 
+# The modules live in the top-level probes/ folder (a wheel: interp/probes/); see interp/_layout.py.
+from interp._layout import package_path
+
+__path__ = package_path(__file__, "probes")
+
+from interp.probes import datasets
 from interp.probes.base import Probe, load_probe
 from interp.probes.collect import Activations, collect_activations, resolve_sites
 from interp.probes.families import MassMeanProbe, RidgeProbe
@@ -25,5 +31,5 @@ __all__ = [
     "LinearProbe", "RidgeProbe", "MassMeanProbe", "Probe", "load_probe", "probe_activations",
     "collect_activations", "Activations", "Position", "resolve_sites",
     "layer_sweep", "sweep_activations", "SweepResult", "fit_batched", "BatchedFit",
-    "steer", "steering_curve", "SteeringResult", "logit_diff_metric", "sae_direction",
+    "steer", "steering_curve", "SteeringResult", "logit_diff_metric", "sae_direction", "datasets",
 ]

@@ -3,6 +3,11 @@ transcoders on the sparse kernels of :mod:`interp.kernels`, saved and loaded in 
 model and site they belong to; spliced into a model (``splice``), evaluated (``evaluate``) and inspected latent by
 latent (``inspect``)."""
 
+# The modules live in the top-level saes/ folder (a wheel: interp/saes/); see interp/_layout.py.
+from interp._layout import package_path
+
+__path__ = package_path(__file__, "saes")
+
 from interp.saes.base import SAE, SAEConfig, SAEOutput, TrainOutput, reconstruction_metrics
 from interp.saes.batchtopk import BatchTopKSAE
 from interp.saes.config import TrainConfig

@@ -10,6 +10,11 @@ CPU tensors where they build, torch otherwise; ``INTERP_SAE_KERNEL=native|torch|
 pre-activations.
 """
 
+# The modules live in the top-level kernels/ folder (a wheel: interp/kernels/); see interp/_layout.py.
+from interp._layout import package_path
+
+__path__ = package_path(__file__, "kernels")
+
 from interp.kernels.backend import BACKENDS, ENV_VAR, backend_name, ops_for, triton_available
 from interp.kernels.selectors import BatchTopKSelect, FusedSelector, TopKSelect
 from interp.kernels.sparse_autograd import Selector, sparse_encode

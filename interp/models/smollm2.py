@@ -88,7 +88,7 @@ def _load_tokenizer(folder: Path):
             try:
                 read_json_object(folder / name, "a tokenizer file")
             except (ValueError, OSError) as bad:
-                raise CheckpointError(f"{folder / name}: {bad}") from None
+                raise CheckpointError(str(bad)) from None
         raise ValueError(f"{folder}: {transformers_origin()} could not load the tokenizer although its files parse "
                          f"({type(err).__name__}: {err})") from None
 
@@ -106,8 +106,10 @@ def _convert(src: Path, out: Path) -> None:
 
         raise import_failure(err, f"reading {src} with {transformers_origin()}") from None
     except Exception as err:
-        raise ValueError(f"{src}: could not read the GGUF file ({type(err).__name__}: {err}); reinstall it: "
-                         f"{_INSTALL_HINT}") from None
+        from interp.models.loading import transformers_origin
+
+        raise ValueError(f"{src}: {transformers_origin()} could not read the GGUF file ({type(err).__name__}: "
+                         f"{err}); if the file is damaged, reinstall it: {_INSTALL_HINT}") from None
     # The GGUF route marks the model as quantised; its weights are already float32, so save them plainly.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

@@ -4,7 +4,10 @@
         --site 'blocks.*.hook_resid_post' --position last --out probe.html --json probe.json
 
 The JSON holds ``{"sites": [...], "accuracy": [...], "control": [...], "majority": float}`` plus selectivity,
-shuffled-label scores, per-fold scores and the settings (see :class:`~interp.probes.SweepResult`).
+shuffled-label scores, per-fold scores, ``control_note`` and the settings (see :class:`~interp.probes.SweepResult`).
+The control task's word types are ``--control-key``'s values, else the token read; when the token read is the same
+in every text the control is reported as not applicable (``control`` null, ``control_note`` says why) and the
+sweep still runs; ``--control none`` runs none. The arguments are checked before the model is loaded.
 """
 
 from __future__ import annotations
@@ -52,15 +55,21 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from interp.models import load_model
-    from interp.probes.sweep import layer_sweep
+    from interp.probes.positions import Position
+    from interp.probes.sweep import _check_args, layer_sweep
 
+    if args.control == "none" and args.control_key is not None:
+        raise ValueError("--control none runs no control task; --control-key would be ignored (pass one or the other)")
     texts, labels, types = read_jsonl(args.data, args.text_key, args.label_key, args.control_key)
+    settings = dict(family=args.family, C=args.C, alpha=args.alpha, control=args.control, control_types=types,
+                    shuffles=args.shuffles, seed=args.seed)
+    _check_args(labels, len(texts), args.folds, **settings)  # before loading the model
+    Position.parse(args.position)
     model = load_model(args.model)
     result = layer_sweep(
-        model, texts, labels, _sites(args.site), args.position, args.folds, family=args.family, C=args.C,
-        alpha=args.alpha, control_types=types, shuffles=args.shuffles, seed=args.seed, normalize=args.normalize,
+        model, texts, labels, _sites(args.site), args.position, args.folds, normalize=args.normalize,
         batch_size=args.batch_size, dtype=getattr(torch, _DTYPES[args.dtype]), memory_budget=args.memory_budget,
-        keep_probes=args.save_probes is not None, progress=not args.quiet)
+        keep_probes=args.save_probes is not None, progress=not args.quiet, **settings)
     if args.out:
         result.save_html(args.out)
     if args.json:
@@ -71,9 +80,12 @@ def _run(args: argparse.Namespace) -> int:
     name = "accuracy" if result.metric == "accuracy" else "R2"
     best = result.best()
     i = result.sites.index(best)
+    control = (f"control {float(result.control[i]):.3f}, selectivity {float(result.selectivity[i]):.3f}; "
+               if result.has_control else "")
     print(f"{len(result.sites)} sites, {result.n_texts} texts, {result.folds}-fold {result.family}: best {best} "
-          f"{name} {float(result.accuracy[i]):.3f} (control {float(result.control[i]):.3f}, selectivity "
-          f"{float(result.selectivity[i]):.3f}; majority {result.majority:.3f})")
+          f"{name} {float(result.accuracy[i]):.3f} ({control}majority {result.majority:.3f})")
+    if not result.has_control:
+        print(f"control: {result.control_note}")
     for path in (args.out, args.json):
         if path:
             print(f"wrote {path}")
@@ -91,7 +103,10 @@ def register(subparsers) -> None:
     p.add_argument("--text-key", default="text", help="key of the text in each line (default: text)")
     p.add_argument("--label-key", default="y", help="key of the label in each line (default: y)")
     p.add_argument("--control-key", default=None,
-                   help="key of each text's word type for the control task (default: the token read)")
+                   help="key of each text's word type for the control task (default: the token read; when that is "
+                        "the same token in every text the control is reported as not applicable)")
+    p.add_argument("--control", default="default", choices=["default", "none"],
+                   help="'none': no control task (default: run it on --control-key's types, else the token read)")
     p.add_argument("--site", default="blocks.*.hook_resid_post", help="site name or glob pattern (repeatable "
                    "with commas)")
     p.add_argument("--position", default="last", help="last | INDEX | token:TEXT | regex:PATTERN | mean | "

@@ -1,14 +1,20 @@
-"""Bad inputs to linear probes and ``probe_activations`` (``position=True`` is not index 1).
+"""Bad inputs to linear probes, ``probe_activations`` (``position=True`` is not index 1) and ``layer_sweep``'s
+control task (tests/probes/test_sweep_control.py shows each sweep check fires before any forward pass).
 
 Single-class labels and ``C=inf`` are issue 12's (LinearProbe.fit); they are not in this table."""
 
 import torch
 
-from interp.probes import LinearProbe, probe_activations
+from interp.probes import LinearProbe, layer_sweep, probe_activations
 
 SITE = "blocks.1.hook_resid_post"
 X = torch.randn(10, 4)
 Y = torch.tensor([0, 1] * 5)
+TEXTS = ["ab.", "cd.", "ef.", "gh."]
+
+
+def _sweep(e, **kwargs):
+    return layer_sweep(e.llama, TEXTS, [0, 1, 0, 1], SITE, folds=2, progress=False, **kwargs)
 
 
 def _probe():
@@ -45,6 +51,16 @@ ROWS = [
      r"y holds label 2, outside 0\.\.1 \(n_classes=2\)"),
     ("predict-width", lambda e: _probe().predict(torch.randn(3, 5)), ValueError, r"X must be \[n, 4\]; got \(3, 5\)"),
     ("n-classes", lambda e: LinearProbe(4, 1), ValueError, r"n_classes must be >= 2; got 1"),
+    ("sweep-control-unknown", lambda e: _sweep(e, control="random"), ValueError,
+     r"control must be one of \('default', 'none'\); got 'random'"),
+    ("sweep-control-types-length", lambda e: _sweep(e, control_types=["a", "b"]), ValueError,
+     r"control_types has 2 entries but there are 4 texts; give one word type per text"),
+    ("sweep-control-types-single", lambda e: _sweep(e, control_types=["a"] * 4), ValueError,
+     r"control_types: every text has the same word type \('a'\).*control='none'"),
+    ("sweep-control-none-and-types", lambda e: _sweep(e, control="none", control_types=list("abab")), ValueError,
+     r"control='none' runs no control task.*pass one or the other"),
+    ("sweep-c-zero", lambda e: _sweep(e, C=0), ValueError, r"C must be a positive finite number"),
+    ("sweep-family", lambda e: _sweep(e, family="svm"), ValueError, r"family must be one of"),
     ("load-missing", lambda e: LinearProbe.load(e.tmp), FileNotFoundError, r"holds no probe\.json"),
     ("load-json-list", lambda e: LinearProbe.load(_broken(e, "probe.json", "[]")), ValueError,
      r"probe\.json: holds a JSON list; expected a JSON object"),

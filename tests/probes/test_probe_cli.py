@@ -1,4 +1,5 @@
-"""`interp probe`: JSONL in, HTML + JSON out (the documented keys), one-line errors with exit code 2."""
+"""`interp probe`: JSONL in, HTML + JSON out (the documented keys), a control that does not apply reported rather
+than failing, `--control none`, one-line errors with exit code 2 (arguments checked before the model loads)."""
 
 import json
 
@@ -41,9 +42,44 @@ def test_control_key_and_families(tiny_dir, data, tmp_path):
     (["--label-key", "label"], "--label-key: line 1"),
     (["--family", "ridge"], "numeric targets"),
     (["--position", "regex:zzz"], "finds no token in 60 text"),
-    ([], "same word type"),   # every text ends with '.', so the default control types are one token
+    (["--control", "none", "--control-key", "word"], "pass one or the other"),
 ])
 def test_errors_are_one_line(tiny_dir, data, capsys, extra, message):
     rc = main(["probe", "--model", str(tiny_dir("llama")), "--data", str(data), "--quiet", *extra])
     last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]  # after weight-loading bars
+    assert rc == 2 and last.startswith("interp probe: error: ") and message in last
+
+
+def test_same_token_in_every_text_reports_control_not_applicable(tiny_dir, data, tmp_path, capsys):
+    """Every text ends with '.', so the default control types (the token read at 'last') are one type."""
+    rc = main(["probe", "--model", str(tiny_dir("llama")), "--data", str(data), "--folds", "3", "--quiet",
+               "--json", str(tmp_path / "n.json"), "--out", str(tmp_path / "n.html")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "\ncontrol: not applicable (position 'last' reads the same word type" in out
+    assert "--control-key" in out and "--control none" in out
+    summary = json.loads((tmp_path / "n.json").read_text())
+    assert summary["control"] == [None, None] and summary["selectivity"] == [None, None]
+    assert summary["control_note"].startswith("not applicable (") and all(a is not None for a in summary["accuracy"])
+    assert "control: not applicable (" in (tmp_path / "n.html").read_text()
+
+
+def test_control_none(tiny_dir, data, tmp_path, capsys):
+    rc = main(["probe", "--model", str(tiny_dir("llama")), "--data", str(data), "--folds", "3", "--quiet",
+               "--control", "none", "--json", str(tmp_path / "none.json")])
+    summary = json.loads((tmp_path / "none.json").read_text())
+    assert rc == 0 and summary["hyper"]["control_types"] == "none" and summary["control_note"].startswith("not run")
+    assert "control: not run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--folds", "1"], "folds must be an int >= 2"),
+    (["--folds", "40"], "class 'negative' has"),
+    (["--C", "0"], "C must be a positive finite number"),
+    (["--shuffles", "-1"], "shuffles must be an int >= 0"),
+    (["--control-key", "subject", "--label-key", "word"], "--control-key: line 1"),
+    (["--position", "middle"], "is not a rule"),
+])
+def test_bad_arguments_fail_before_the_model_loads(data, tmp_path, capsys, extra, message):
+    rc = main(["probe", "--model", str(tmp_path / "no-such-model"), "--data", str(data), "--quiet", *extra])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2 and last.startswith("interp probe: error: ") and message in last

@@ -100,17 +100,18 @@ def test_bad_input(tiny_dir):
         sweep_activations(acts, [1.0, 2.0, 3.0, "x"] + [1.0] * 56, family="ridge")
     with pytest.raises(ValueError, match="class 'rare' has 2 text"):
         sweep_activations(acts, ["rare"] * 2 + ["common"] * 58, folds=5)
-    with pytest.raises(ValueError, match="same word type"):
-        sweep_activations(_acts(X, [7] * 60), y.tolist())
+    with pytest.raises(ValueError, match="same word type"):   # given types; default ones: test_sweep_control.py
+        sweep_activations(acts, y.tolist(), control_types=[7] * 60)
     with pytest.raises(ValueError, match="folds must be"):
         sweep_activations(acts, y.tolist(), folds=1)
     model = interp.load_model(str(tiny_dir("llama")))
     with pytest.raises(ValueError, match="labels has 2 entries but there are 3 texts"):
         layer_sweep(model, ["ab", "cd", "ef"], [0, 1], progress=False)
     with pytest.raises(KeyError, match="matches no site"):
-        layer_sweep(model, ["ab", "cd", "ef"], [0, 1, 0], sites="blocks.*.hook_resid_psot", progress=False)
-    with pytest.raises(ValueError, match="finds no token in 2 text"):
-        layer_sweep(model, ["ab", "cd", "ef"], [0, 1, 0], position="regex:c", folds=2, progress=False)
+        layer_sweep(model, ["ab", "cd", "ef", "gh"], [0, 1, 0, 1], sites="blocks.*.hook_resid_psot", folds=2,
+                    progress=False)
+    with pytest.raises(ValueError, match="finds no token in 3 text"):
+        layer_sweep(model, ["ab", "cd", "ef", "gh"], [0, 1, 0, 1], position="regex:c", folds=2, progress=False)
 
 
 def test_unconverged_fits_are_reported():

@@ -40,12 +40,16 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="HTML report to write (one self-contained file)")
     p.add_argument("--json", help="JSON file of scores and validation to write")
     p.add_argument("--kinds", default=None, help=f"comma-separated kinds (default: all of {','.join(KINDS)})")
-    p.add_argument("--top-k", type=int, default=_DEFAULT.top_k, help="heads per kind reported and ablated (default 5)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="heads per kind reported and ablated (default 5, at most an eighth of the model's heads)")
     p.add_argument("--seed", type=int, default=_DEFAULT.seed, help="seed of every probe and random draw (default 0)")
-    p.add_argument("--draws", type=int, default=None, help="random k-head draws per kind (default 5)")
+    p.add_argument("--draws", type=int, default=None,
+                   help="random k-head draws per kind (default 5, at most the distinct sets)")
     p.add_argument("--ablation", choices=("mean", "zero"), default=None, help="ablation in validation (default mean)")
     p.add_argument("--repeat-batch", type=int, default=None, help="rows of repeated random tokens (default 8)")
-    p.add_argument("--repeat-half", type=int, default=None, help="tokens per half of a repeated row (default 40)")
+    p.add_argument("--repeat-half", type=int, default=None,
+                   help="tokens per half of a repeated row (default 40, at most the usable vocabulary and half the "
+                        "context)")
     p.add_argument("--validation-batch", type=int, default=None, help="rows of fresh validation data (default 4)")
     p.add_argument("--ngram-batch", type=int, default=None, help="Markov-chain rows (default 8)")
     p.add_argument("--ngram-length", type=int, default=None, help="tokens per Markov-chain row (default 128)")
@@ -83,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     options = {k: getattr(args, k) for k in _OPTIONS if getattr(args, k) is not None}
     cfg = HeadsConfig.for_model(model, kinds=kinds, top_k=args.top_k, seed=args.seed, **options)
+    for name, why in cfg.derived:
+        print(f"default {name}={getattr(cfg, name)!r}: {why}")
     report = detect_config(model, cfg, name=str(args.model), progress=not args.no_progress)
     for kind in cfg.kinds:
         if kind in report.skipped:

@@ -3,6 +3,7 @@ onto it one to one)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 
 from interp.heads.ablation import HOW
@@ -79,6 +80,8 @@ class HeadsConfig:
     """Reproduced trials used for the retrieval validation, the shortest first (its cost grows with the length)."""
     successor_window: int = 4
     """Consecutive task items in each successor validation prompt (``" one, two, three, four,"`` -> ``" five"``)."""
+    derived: tuple[tuple[str, str], ...] = ()
+    """The defaults :meth:`for_model` fitted to the model, as ``(field, why)`` (the report states them)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kinds", check_kinds(self.kinds))
@@ -110,15 +113,26 @@ class HeadsConfig:
 
     @classmethod
     def for_model(cls, model, **overrides) -> HeadsConfig:
-        """The defaults for ``model`` (shorter probes for implicit-attention models), then ``overrides``."""
-        names = {f.name for f in fields(cls)}
+        """The defaults fitted to ``model``, then ``overrides`` (a value of None counts as not given).
+
+        Implicit-attention models get shorter probes. A default that cannot work on this model is derived from it
+        instead, and ``derived`` says what and why: ``top_k`` is at most an eighth of the heads (so random k-head
+        sets come from the other heads), ``draws`` at most the number of distinct random sets, ``repeat_half`` and
+        ``ngram_symbols`` at most the usable vocabulary, probe lengths within the model's context length. A value
+        given explicitly is kept, and an error later if it cannot work."""
+        names = {f.name for f in fields(cls)} - {"derived"}
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise TypeError(f"unknown option(s) {unknown}; HeadsConfig fields: {', '.join(sorted(names))}")
+        given = {k: v for k, v in overrides.items() if v is not None}
         base = cls()
         if model.has_implicit_attention and not model.has_attention_heads:
             base = replace(base, **_IMPLICIT_DEFAULTS)
-        return replace(base, **overrides)
+        fitted = _fit_to_model(base, model, set(given))
+        cfg = replace(base, **{**{k: v for k, (v, _) in fitted.items()}, **given},
+                      derived=tuple((k, why) for k, (_, why) in fitted.items()))
+        check_given(cfg, model, set(given))
+        return cfg
 
     def check_model(self, model) -> None:
         """Raise when the run cannot work on ``model`` at all (``top_k`` beyond the number of heads)."""
@@ -126,3 +140,64 @@ class HeadsConfig:
         if self.top_k > total:
             raise ValueError(f"top_k={self.top_k} is larger than the number of heads of this model ({total} = "
                              f"{model.n_layers} layers x {model.n_heads} heads)")
+
+
+_ANSWER_ROOM = 8  # tokens a retrieval trial needs past its prompt (the teacher-forced answer, with a margin)
+
+
+def check_given(cfg: HeadsConfig, model, given: set[str]) -> None:
+    """Raise, naming the option, when a value given explicitly cannot work on ``model`` (defaults are fitted)."""
+    from interp.heads.probes import token_pool
+
+    pool = len(token_pool(model))
+    n_ctx = getattr(model, "n_ctx", None)
+    if "repeat_half" in given and cfg.repeat_half > pool:
+        raise ValueError(f"repeat_half={cfg.repeat_half} needs that many distinct tokens but this model's vocabulary "
+                         f"offers {pool} (special tokens excluded); pass at most {pool}, or leave it out")
+    if "ngram_symbols" in given and cfg.ngram_symbols > pool:
+        raise ValueError(f"ngram_symbols={cfg.ngram_symbols} needs that many tokens but this model's vocabulary "
+                         f"offers {pool}; pass at most {pool}, or leave it out")
+    if n_ctx:
+        for name, need in (("repeat_half", 1 + 2 * cfg.repeat_half), ("ngram_length", 1 + cfg.ngram_length),
+                           ("retrieval_lengths", max(cfg.retrieval_lengths) + _ANSWER_ROOM)):
+            if name in given and need > n_ctx:
+                raise ValueError(f"{name}={getattr(cfg, name)!r} makes rows of {need} tokens but this model's "
+                                 f"context is {n_ctx} tokens; pass a smaller value, or leave it out")
+
+
+def _fit_to_model(base: HeadsConfig, model, given: set[str]) -> dict[str, tuple]:
+    """``field -> (value, why)`` for each default of ``base`` (not in ``given``) that ``model`` cannot run."""
+    from interp.heads.probes import token_pool
+
+    out: dict[str, tuple] = {}
+    total = model.n_layers * model.n_heads
+    top_k = base.top_k if "top_k" in given else min(base.top_k, max(1, total // 8))
+    if top_k != base.top_k:
+        out["top_k"] = (top_k, f"an eighth of the model's {total} heads (default {base.top_k}), so that each "
+                               f"validation's random {top_k}-head sets are drawn from the other heads")
+    if "draws" not in given:  # random_head_sets draws from the other heads, or from all when fewer than 2k are left
+        others = total - top_k if total - top_k >= 2 * top_k else total
+        distinct = math.comb(others, top_k)
+        if distinct < base.draws:
+            out["draws"] = (distinct, f"only {distinct} distinct random {top_k}-head sets exist (default {base.draws})")
+    pool = len(token_pool(model))
+    n_ctx = getattr(model, "n_ctx", None)
+    half_cap = [(pool, f"the vocabulary offers {pool} usable tokens (special tokens excluded)")]
+    if n_ctx:
+        half_cap.append(((n_ctx - 1) // 2, f"a repeated row (BOS + 2 halves) must fit the context of {n_ctx} tokens"))
+    cap, why = min(half_cap)
+    if "repeat_half" not in given and 2 <= cap < base.repeat_half:
+        out["repeat_half"] = (cap, f"{why} (default {base.repeat_half})")
+    if "ngram_symbols" not in given and 2 <= pool < base.ngram_symbols:
+        out["ngram_symbols"] = (pool, f"the vocabulary offers {pool} usable tokens (default {base.ngram_symbols})")
+    if n_ctx and "ngram_length" not in given and base.ngram_length > n_ctx - 1 >= 8:
+        out["ngram_length"] = (n_ctx - 1, f"a row (BOS + length) must fit the context of {n_ctx} tokens "
+                                          f"(default {base.ngram_length})")
+    room = n_ctx - _ANSWER_ROOM if n_ctx else None   # a teacher-forced trial appends its answer to the prompt
+    if room and "retrieval_lengths" not in given and max(base.retrieval_lengths) > room:
+        fit = tuple(n for n in base.retrieval_lengths if n <= room) or tuple(sorted({n for n in (room // 2, room)
+                                                                                       if n >= 16}))
+        if fit:
+            out["retrieval_lengths"] = (fit, f"a prompt and its answer must fit the context of {n_ctx} tokens "
+                                             f"(default {base.retrieval_lengths})")
+    return out

@@ -224,15 +224,18 @@ def detect_config(model, cfg: HeadsConfig, *, name: str | None = None, progress:
                       head_axis="head" if (model.has_attention_heads or model.has_ssm_heads) else "channel group")
 
 
-def detect(model, kinds=None, *, top_k: int = 5, seed: int = 0, name: str | None = None, progress: bool = True,
-           **options) -> HeadReport:
+def detect(model, kinds=None, *, top_k: int | None = None, seed: int = 0, name: str | None = None,
+           progress: bool = True, **options) -> HeadReport:
     """Find previous-token, duplicate-token, induction, retrieval, successor and n-gram heads, and test each kind's
     top heads causally against random heads.
 
     ``kinds``: a list or comma-separated string of :data:`interp.heads.KINDS` (None = all). ``top_k``: heads per
-    kind reported and ablated. ``seed``: every probe and random draw. ``options``: any other
-    :class:`HeadsConfig` field (``draws``, ``ablation``, ``repeat_half``, ``retrieval_lengths``, ...; implicit
-    attention models get shorter probes by default). ``name``: the model's name in the report.
+    kind reported and ablated (default 5, at most an eighth of the heads). ``seed``: every probe and random draw.
+    ``options``: any other :class:`HeadsConfig` field (``draws``, ``ablation``, ``repeat_half``,
+    ``retrieval_lengths``, ...). Defaults that cannot work on the model are fitted to it and stated in the report
+    (:meth:`HeadsConfig.for_model`: implicit-attention models get shorter probes, small vocabularies shorter
+    repeated halves, small models fewer top heads); given values that cannot work raise. ``name``: the model's
+    name in the report.
 
     Kinds the model cannot support (no OV circuit on Mamba for successor heads, no single-token successor task in
     the tokenizer, ...) are skipped with the reason (``report.skipped``, and a warning); the others still run.

@@ -138,7 +138,9 @@ class HeadReport(Result):
             entry["protocol"] = protocol(kind, self.config)
             validation[kind] = entry
         return {"model": self.model, "n_layers": self.n_layers, "n_heads": self.n_heads,
-                "scores": {k: to_jsonable(v) for k, v in self.scores.items()}, "validation": validation}
+                "scores": {k: to_jsonable(v) for k, v in self.scores.items()}, "validation": validation,
+                "derived_defaults": {name: {"value": to_jsonable(getattr(self.config, name)), "why": why}
+                                     for name, why in self.config.derived}}
 
     def heatmap(self, kind: str, values: Tensor | None = None, title: str | None = None):
         """A plotly heatmap (layer x head) of ``kind``'s scores (or of ``values``)."""
@@ -192,4 +194,7 @@ class HeadReport(Result):
         subtitle = (f"{self.model}: {self.n_layers} layers x {self.n_heads} {self.head_axis}s; top-{self.config.top_k}"
                     f" heads per kind; {self.config.ablation} ablation vs {self.config.draws} random draws; seed "
                     f"{self.config.seed}; {self.seconds:.1f} s")
+        if self.config.derived:
+            subtitle += "; defaults fitted to the model: " + "; ".join(
+                f"{name}={getattr(self.config, name)!r} ({why})" for name, why in self.config.derived)
         return save_html(path, page(f"Head discovery: {self.model}", self._html_sections(), subtitle=subtitle))

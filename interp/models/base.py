@@ -63,6 +63,7 @@ class HookedModel(TokensMixin, WeightsMixin, nn.Module):
     d_model: int
     d_head: int
     d_vocab: int
+    n_ctx: int | None = None  # the longest sequence the model accepts (None: no hard limit)
     has_attention_heads: bool = False
     has_mlp: bool = False
     has_ssm_state: bool = False

@@ -60,6 +60,7 @@ class TLModel(HookedModel):
         self.d_model = cfg.d_model
         self.d_head = cfg.d_head
         self.d_vocab = cfg.d_vocab_out if getattr(cfg, "d_vocab_out", -1) > 0 else cfg.d_vocab
+        self.n_ctx = getattr(cfg, "n_ctx", None)  # positional tables (learned or rotary) end there
         self._layouts: dict[str, str | None] = {}
         self.unlisted_sites: dict[str, str] = {}
         """Hook points of the TransformerLens model that are not sites here, with the reason."""
@@ -114,6 +115,9 @@ class TLModel(HookedModel):
 
     # ------------------------------------------------------------------ running
     def _logits(self, tokens: Tensor, attention_mask: Tensor | None) -> Tensor:
+        if self.n_ctx is not None and tokens.shape[1] > self.n_ctx:
+            raise ValueError(f"tokens has {tokens.shape[1]} positions but this {self.arch} model has n_ctx="
+                             f"{self.n_ctx} (its positional tables end there); pass at most that many")
         if attention_mask is None:
             return self.tl_model(tokens)
         return self.tl_model(tokens, attention_mask=attention_mask)

@@ -23,7 +23,7 @@ def report(tiny):
 
 def test_json_layout(report, tiny):
     data = json.loads(report.to_json())
-    assert list(data) == ["model", "n_layers", "n_heads", "scores", "validation"]
+    assert list(data) == ["model", "n_layers", "n_heads", "scores", "validation", "derived_defaults"]
     assert data["model"] == "tiny-llama" and (data["n_layers"], data["n_heads"]) == (2, 4)
     assert set(data["scores"]) == {"induction", "previous_token", "duplicate_token", "ngram"}
     for rows in data["scores"].values():

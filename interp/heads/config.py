@@ -128,10 +128,13 @@ class HeadsConfig:
         base = cls()
         if model.has_implicit_attention and not model.has_attention_heads:
             base = replace(base, **_IMPLICIT_DEFAULTS)
-        fitted = _fit_to_model(base, model, set(given))
+        from interp.heads.probes import token_pool
+
+        pool, n_ctx = len(token_pool(model)), getattr(model, "n_ctx", None)
+        fitted = _fit_to_model(base, model, set(given), pool, n_ctx)
         cfg = replace(base, **{**{k: v for k, (v, _) in fitted.items()}, **given},
                       derived=tuple((k, why) for k, (_, why) in fitted.items()))
-        check_given(cfg, model, set(given))
+        _check_given(cfg, set(given), pool, n_ctx)
         return cfg
 
     def check_model(self, model) -> None:
@@ -145,12 +148,9 @@ class HeadsConfig:
 _ANSWER_ROOM = 8  # tokens a retrieval trial needs past its prompt (the teacher-forced answer, with a margin)
 
 
-def check_given(cfg: HeadsConfig, model, given: set[str]) -> None:
-    """Raise, naming the option, when a value given explicitly cannot work on ``model`` (defaults are fitted)."""
-    from interp.heads.probes import token_pool
-
-    pool = len(token_pool(model))
-    n_ctx = getattr(model, "n_ctx", None)
+def _check_given(cfg: HeadsConfig, given: set[str], pool: int, n_ctx: int | None) -> None:
+    """Raise, naming the option, when a value given explicitly cannot work on a model with ``pool`` usable tokens
+    and a context of ``n_ctx`` (defaults are fitted instead)."""
     if "repeat_half" in given and cfg.repeat_half > pool:
         raise ValueError(f"repeat_half={cfg.repeat_half} needs that many distinct tokens but this model's vocabulary "
                          f"offers {pool} (special tokens excluded); pass at most {pool}, or leave it out")
@@ -165,9 +165,10 @@ def check_given(cfg: HeadsConfig, model, given: set[str]) -> None:
                                  f"context is {n_ctx} tokens; pass a smaller value, or leave it out")
 
 
-def _fit_to_model(base: HeadsConfig, model, given: set[str]) -> dict[str, tuple]:
-    """``field -> (value, why)`` for each default of ``base`` (not in ``given``) that ``model`` cannot run."""
-    from interp.heads.probes import token_pool
+def _fit_to_model(base: HeadsConfig, model, given: set[str], pool: int, n_ctx: int | None) -> dict[str, tuple]:
+    """``field -> (value, why)`` for each default of ``base`` (not in ``given``) that ``model`` (``pool`` usable
+    tokens, context ``n_ctx``) cannot run."""
+    from interp.heads.validation import draws_from_others
 
     out: dict[str, tuple] = {}
     total = model.n_layers * model.n_heads
@@ -175,13 +176,11 @@ def _fit_to_model(base: HeadsConfig, model, given: set[str]) -> dict[str, tuple]
     if top_k != base.top_k:
         out["top_k"] = (top_k, f"an eighth of the model's {total} heads (default {base.top_k}), so that each "
                                f"validation's random {top_k}-head sets are drawn from the other heads")
-    if "draws" not in given:  # random_head_sets draws from the other heads, or from all when fewer than 2k are left
-        others = total - top_k if total - top_k >= 2 * top_k else total
+    if "draws" not in given:  # the pool random_head_sets draws from
+        others = total - top_k if draws_from_others(total - top_k, top_k) else total
         distinct = math.comb(others, top_k)
         if distinct < base.draws:
             out["draws"] = (distinct, f"only {distinct} distinct random {top_k}-head sets exist (default {base.draws})")
-    pool = len(token_pool(model))
-    n_ctx = getattr(model, "n_ctx", None)
     half_cap = [(pool, f"the vocabulary offers {pool} usable tokens (special tokens excluded)")]
     if n_ctx:
         half_cap.append(((n_ctx - 1) // 2, f"a repeated row (BOS + 2 halves) must fit the context of {n_ctx} tokens"))

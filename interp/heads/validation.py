@@ -141,6 +141,12 @@ def unavailable(kind: str, metric: str, reason: str) -> Validation:
     return Validation(kind, metric, "increase", "", (), math.nan, math.nan, (), (), math.inf, reason=reason)
 
 
+def draws_from_others(n_others: int, k: int) -> bool:
+    """Whether random k-head sets come from the heads outside the top ones (else from all heads): only when at least
+    ``2 k`` others exist, so that the draws can differ."""
+    return n_others >= 2 * k
+
+
 def random_head_sets(n_layers: int, n_heads: int, top: Sequence[tuple[int, int]], draws: int,
                      seed: int, k: int | None = None) -> list[tuple[tuple[int, int], ...]]:
     """``draws`` sets of ``k`` (default ``len(top)``) distinct heads, from the heads outside ``top``, drawn with
@@ -148,7 +154,7 @@ def random_head_sets(n_layers: int, n_heads: int, top: Sequence[tuple[int, int]]
     k = len(top) if k is None else k
     everyone = [(layer, h) for layer in range(n_layers) for h in range(n_heads)]
     others = [x for x in everyone if x not in set(top)]
-    pool = others if len(others) >= 2 * k else everyone
+    pool = others if draws_from_others(len(others), k) else everyone
     g = generator(seed)
     return [tuple(sorted(pool[i] for i in torch.randperm(len(pool), generator=g)[:k].tolist())) for _ in range(draws)]
 

@@ -77,6 +77,9 @@ class HookRegistry:
         self._grad_handles: list = []
         self.stop_site: str | None = None
         """A site whose firing ends the forward pass (raises :class:`StopForward` after its hooks ran)."""
+        self.query_rows: Tensor | None = None
+        """``[batch, R]`` query positions: while set, attention score and pattern sites fire with these rows only
+        (``HookedModel.query_rows``)."""
         self.mute: Callable[[str], bool] | None = None
         """Sites for which this returns True fire nothing (a ``start_at_layer`` run mutes the sites before it)."""
         self._mute_all = False

@@ -138,7 +138,7 @@ def _successor(run: _Run) -> None:
         run.details["successor"].update(kept_tasks={k: len(v) for k, v in tasks.kept.items()},
                                         dropped_tasks=dict(tasks.dropped), per_task=per_task)
     run.step("successor: scored")
-    tokens, targets = successor.prompts(model, tasks, cfg.successor_window)
+    tokens, targets = successor.prompts(model, tasks, cfg.successor_window, per_task=cfg.successor_prompts)
     rows = torch.full((tokens.shape[0], 1), tokens.shape[1] - 1, device=tokens.device)
     with run.log.timed("successor"):
         run.validate({"successor": run.top("successor")}, [(tokens, rows, targets[:, None], None)], "accuracy")
@@ -225,14 +225,15 @@ def detect_config(model, cfg: HeadsConfig, *, name: str | None = None, progress:
 
 
 def detect(model, kinds=None, *, top_k: int | None = None, seed: int = 0, name: str | None = None,
-           progress: bool = True, **options) -> HeadReport:
+           progress: bool = True, thorough: bool = False, **options) -> HeadReport:
     """Find previous-token, duplicate-token, induction, retrieval, successor and n-gram heads, and test each kind's
     top heads causally against random heads.
 
     ``kinds``: a list or comma-separated string of :data:`interp.heads.KINDS` (None = all). ``top_k``: heads per
     kind reported and ablated (default 5, at most an eighth of the heads). ``seed``: every probe and random draw.
     ``options``: any other :class:`HeadsConfig` field (``draws``, ``ablation``, ``repeat_half``,
-    ``retrieval_lengths``, ...). Defaults that cannot work on the model are fitted to it and stated in the report
+    ``retrieval_lengths``, ...). ``thorough``: larger validation samples and haystacks up to 2048 tokens
+    (:data:`~interp.heads.config.THOROUGH`; about 2.4x the work). Defaults that cannot work on the model are fitted to it and stated in the report
     (:meth:`HeadsConfig.for_model`: implicit-attention models get shorter probes, small vocabularies shorter
     repeated halves, small models fewer top heads); given values that cannot work raise. ``name``: the model's
     name in the report.
@@ -246,5 +247,6 @@ def detect(model, kinds=None, *, top_k: int | None = None, seed: int = 0, name: 
     from interp.models.loading import wrap
 
     model = wrap(model)
-    cfg = HeadsConfig.for_model(model, kinds=kinds if kinds is not None else KINDS, top_k=top_k, seed=seed, **options)
+    cfg = HeadsConfig.for_model(model, thorough=thorough, kinds=kinds if kinds is not None else KINDS, top_k=top_k,
+                                seed=seed, **options)
     return detect_config(model, cfg, name=name, progress=progress)

@@ -1,5 +1,9 @@
 """Forward passes the detectors share: one pass that reduces every layer's attention pattern on the fly (so no
-``[layer, batch, head, query, key]`` tensor is kept), logits at chosen rows only, and a log of passes per stage.
+``[layer, batch, head, query, key]`` tensor is kept), only the query rows a score reads where the model can
+(``has_query_rows``), logits at chosen rows only, and a log of passes per stage.
+
+:func:`plain_passes` turns every shortcut of the detectors off (full patterns, every ablation condition run from the
+tokens): the reference the fast paths are tested and benchmarked against.
 
 Attention comes from the ``HookedModel`` contract: transformers' softmax patterns (the ``pattern`` component,
 hooked) or, for models with ``has_implicit_attention`` (Mamba), ``model.attention_patterns(..., normalize=True)``
@@ -8,8 +12,10 @@ hooked) or, for models with ``has_implicit_attention`` (Mamba), ``model.attentio
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +25,27 @@ from torch import Tensor
 
 from interp.errors import CapabilityError
 
-__all__ = ["mask_score", "attention_pass", "logits_from_resid", "PassLog", "check_attention"]
+__all__ = ["mask_score", "attention_pass", "logits_from_resid", "PassLog", "check_attention", "plain_passes",
+           "shortcuts"]
+
+_PLAIN = contextvars.ContextVar("interp_heads_plain_passes", default=False)
+
+
+@contextmanager
+def plain_passes() -> Iterator[None]:
+    """Within the block, head detection takes no shortcut: full attention patterns are computed and indexed (no
+    ``query_rows``), and every validation condition runs all blocks from the tokens (no shared prefix). Results
+    equal the default's (to float rounding); this is the reference ``bench/heads.py`` and the tests compare with."""
+    token = _PLAIN.set(True)
+    try:
+        yield
+    finally:
+        _PLAIN.reset(token)
+
+
+def shortcuts() -> bool:
+    """False inside :func:`plain_passes`."""
+    return not _PLAIN.get()
 
 # Implicit attention holds layer * batch * head * T^2 numbers; layers are taken in groups under this budget.
 _IMPLICIT_ELEMENTS = 2**26
@@ -54,10 +80,12 @@ def mask_score(pattern: Tensor, mask: Tensor) -> Tensor:
 
 def attention_pass(
     model, tokens: Tensor, reduce: Callable[[int, Tensor], Any], *, cache: Sequence[str] = (),
-    attention_mask: Tensor | None = None, log: PassLog | None = None, stage: str = "",
+    attention_mask: Tensor | None = None, rows: Tensor | None = None, log: PassLog | None = None, stage: str = "",
 ) -> tuple[list[Any], Tensor, Any]:
     """Run ``tokens`` once and call ``reduce(layer, pattern [batch, head, query, key])`` for every layer.
 
+    ``rows [batch, R]``: only these query positions are read; ``reduce`` then gets ``[batch, head, R, key]``
+    (computed beside the fast attention path on models with ``has_query_rows``, else indexed from the full pattern).
     Returns ``(per_layer, resid, cache)``: the reductions in layer order, the residual stream after the last block
     ``[batch, pos, d_model]`` (for :func:`logits_from_resid`), and an ``ActivationCache`` of the ``cache`` sites.
     Transformers: one pass, the patterns reduced inside their hooks. Implicit attention: the patterns of groups of
@@ -65,13 +93,22 @@ def attention_pass(
     """
     check_attention(model, "attention_pass")
     per_layer: list[Any] = [None] * model.n_layers
+    fast_rows = rows is not None and model.has_attention_heads and model.has_query_rows and shortcuts()
+    if rows is not None and not fast_rows:
+        full_reduce = reduce
+
+        def reduce(layer: int, pattern: Tensor) -> Any:
+            idx = rows.to(pattern.device)[:, None, :, None].expand(-1, pattern.shape[1], -1, pattern.shape[-1])
+            return full_reduce(layer, pattern.gather(2, idx))
+
     if model.has_attention_heads:
         def hook(pattern: Tensor, *, hook) -> None:
             per_layer[hook.layer] = reduce(hook.layer, pattern.detach())
 
         hooks = [(model.components(layer)["pattern"], hook) for layer in range(model.n_layers)]
-        resid, store = model.run_with_cache(tokens, names_filter=list(cache), fwd_hooks=hooks,
-                                            attention_mask=attention_mask, stop_at_layer=model.n_layers)
+        with model.query_rows(rows) if fast_rows else contextlib.nullcontext():
+            resid, store = model.run_with_cache(tokens, names_filter=list(cache), fwd_hooks=hooks,
+                                                attention_mask=attention_mask, stop_at_layer=model.n_layers)
         if log is not None:
             log.forward(stage, tokens)
         return per_layer, resid, store
@@ -103,18 +140,21 @@ def logits_from_resid(model, resid: Tensor, rows: Tensor) -> Tensor:
 @dataclass
 class PassLog:
     """Forward passes, tokens and seconds per stage of a detection run (``detect`` fills one; ``bench/heads.py``
-    prints it). A generation counts its prefill and each new token as one pass each."""
+    prints it). A generation counts its prefill and each new token as one pass each. ``tokens`` counts token
+    positions times the fraction of the blocks run (a pass that starts at block 20 of 30 counts a third of its
+    positions)."""
 
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def _entry(self, stage: str) -> dict[str, float]:
         return self.stages.setdefault(stage, {"passes": 0, "tokens": 0, "seconds": 0.0})
 
-    def forward(self, stage: str, tokens: Tensor | int, n: int = 1) -> None:
-        """Count ``n`` forward passes over ``tokens`` (a tensor, or a number of token positions)."""
+    def forward(self, stage: str, tokens: Tensor | int, n: int = 1, blocks: float = 1.0) -> None:
+        """Count ``n`` forward passes over ``tokens`` (a tensor, or a number of token positions) through the
+        fraction ``blocks`` of the model's blocks."""
         e = self._entry(stage)
         e["passes"] += n
-        e["tokens"] += int(tokens.numel()) if isinstance(tokens, Tensor) else int(tokens)
+        e["tokens"] += (int(tokens.numel()) if isinstance(tokens, Tensor) else int(tokens)) * blocks
 
     @contextmanager
     def timed(self, stage: str):

@@ -9,7 +9,8 @@ recall is computed over tokens: clipped unigram overlap / answer length). Wu et 
 heads and find fewer than 5% of heads.
 
 Efficient form: with causal attention, one teacher-forced forward over ``prompt + answer`` gives exactly the
-attention rows of every decoding step. Each trial is first run teacher-forced on the *expected* answer; when the
+attention rows of every decoding step (and only those rows are computed, beside the fast attention path, where the
+model has ``has_query_rows``). Each trial is first run teacher-forced on the *expected* answer; when the
 model's greedy prediction at every answer position equals the expected token, greedy decoding would have produced
 exactly that answer, so that one forward already holds every decoding step's attention rows. Only the other trials
 are decoded greedily (key/value cache) and, if reproduced, run once more teacher-forced on what was generated.
@@ -24,14 +25,15 @@ import torch
 from torch import Tensor
 
 from interp.heads.haystack import Trial, make_trials
-from interp.heads.passes import PassLog, attention_pass, check_attention, logits_from_resid
+from interp.heads.passes import PassLog, attention_pass, check_attention, logits_from_resid, shortcuts
 
 __all__ = ["TrialResult", "score", "run_trials", "rouge1_recall", "copy_paste", "teacher_forced",
            "DEFAULT_LENGTHS", "DEFAULT_DEPTHS"]
 
-DEFAULT_LENGTHS = (256, 512, 1024, 2048)
+DEFAULT_LENGTHS = (256, 512, 1024)
 DEFAULT_DEPTHS = (0.25, 0.75)
 _PATTERN_ELEMENTS = 2**24  # batch * T^2 per eager pattern pass (a 2048-token row is ~4.2M)
+_ROW_TOKENS = 8192  # tokens per pass when only the answer rows of the patterns are read
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,11 @@ def teacher_forced(model, prompts: list[Tensor], answers: list[Tensor], *, log: 
     groups: dict[int, list[int]] = {}
     for i, p in enumerate(prompts):
         groups.setdefault(p.shape[0], []).append(i)
+    rows_only = model.has_attention_heads and model.has_query_rows and shortcuts()
     for P, idx in groups.items():
         width = P + max(answers[i].shape[0] for i in idx) - 1
-        step = max(1, _PATTERN_ELEMENTS // (width * width))
+        # full eager patterns hold batch * head * T^2 numbers; query rows only the SDPA pass's activations
+        step = max(1, (_ROW_TOKENS // width) if rows_only else (_PATTERN_ELEMENTS // (width * width)))
         for s in range(0, len(idx), step):
             chunk = idx[s:s + step]
             seqs = torch.zeros(len(chunk), width, dtype=torch.long)
@@ -96,14 +100,10 @@ def teacher_forced(model, prompts: list[Tensor], answers: list[Tensor], *, log: 
                 mask[r, :seq.shape[0]] = 1
             n = max(answers[i].shape[0] for i in chunk)
             rows = (P - 1 + torch.arange(n)).expand(len(chunk), n).to(model.device)
-
-            def reduce(layer: int, pattern: Tensor, rows: Tensor = rows) -> Tensor:
-                picked = pattern.gather(2, rows[:, None, :, None].expand(-1, pattern.shape[1], -1, pattern.shape[3]))
-                return picked.argmax(-1)  # [b, head, n]
-
             seqs, mask = seqs.to(model.device), mask.to(model.device)
-            per_layer, resid, _ = attention_pass(model, seqs, reduce, attention_mask=None if bool(mask.all()) else mask,
-                                                 log=log, stage=stage)
+            per_layer, resid, _ = attention_pass(model, seqs, lambda layer, p: p.argmax(-1), rows=rows,
+                                                 attention_mask=None if bool(mask.all()) else mask, log=log,
+                                                 stage=stage)
             preds = logits_from_resid(model, resid, rows).argmax(-1)
             argmax = torch.stack(per_layer, 1)  # [b, layer, head, n]
             for r, i in enumerate(chunk):

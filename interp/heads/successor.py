@@ -138,13 +138,17 @@ def score(model, tasks: dict[str, tuple[str, ...]] | None = None, *, seed: int =
     return score_with_tasks(model, select_tasks(model, tasks))[0]
 
 
-def prompts(model, tasks: Tasks, window: int = 4, separator: str | None = ",") -> tuple[Tensor, Tensor]:
+def prompts(model, tasks: Tasks, window: int = 4, separator: str | None = ",", *,
+            per_task: int = 0) -> tuple[Tensor, Tensor]:
     """Behavioural prompts for validation: every run of ``window`` consecutive items of a kept task, each followed by
     ``separator`` when it is one token of the tokenizer (``" Monday, Tuesday, Wednesday, Thursday,"``), BOS first
-    when the tokenizer has one, and the item that follows: ``(tokens [n, T], targets [n])``. Tasks shorter than
-    ``window + 1`` contribute nothing; raises if no prompt remains."""
+    when the tokenizer has one, and the item that follows: ``(tokens [n, T], targets [n])``. ``per_task > 0``: at
+    most that many runs per task, evenly spaced over its items (0: every run). Tasks shorter than ``window + 1``
+    contribute nothing; raises if no prompt remains."""
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be an int >= 1; got {window!r}")
+    if isinstance(per_task, bool) or not isinstance(per_task, int) or per_task < 0:
+        raise ValueError(f"per_task must be an int >= 0 (0 = every run); got {per_task!r}")
     sep: list[int] = []
     if separator:
         try:
@@ -155,7 +159,10 @@ def prompts(model, tasks: Tasks, window: int = 4, separator: str | None = ",") -
             sep = []
     rows, targets = [], []
     for items in tasks.kept.values():
-        for i in range(len(items) - window):
+        runs = len(items) - window
+        starts = range(runs) if not per_task or runs <= per_task else \
+            sorted({round(j * (runs - 1) / (per_task - 1)) if per_task > 1 else 0 for j in range(per_task)})
+        for i in starts:
             rows.append([t for item in items[i:i + window] for t in (item, *sep)])
             targets.append(items[i + window])
     if not rows:

@@ -71,6 +71,8 @@ class HookedModel(TokensMixin, WeightsMixin, nn.Module):
     has_ssm_heads: bool = False
     has_prefix_reuse: bool = False
     """``record_prefix`` / ``run_suffix`` work: a run can continue from any (layer, position) of a recorded one."""
+    has_query_rows: bool = False
+    """``query_rows`` works: attention patterns of chosen query rows, read beside the fast attention path."""
 
     def __init__(self, tokenizer: Any = None) -> None:
         super().__init__()
@@ -443,6 +445,30 @@ class HookedModel(TokensMixin, WeightsMixin, nn.Module):
             _, cache = self.run_with_cache(tokens, names_filter=names, attention_mask=attention_mask)
             return torch.stack([cache[n] for n in names])
         return read_patterns(self, cache, names, tokens)
+
+    @contextmanager
+    def query_rows(self, rows: Tensor) -> Iterator[HookedModel]:
+        """Within the block, ``hook_attn_scores`` and ``hook_pattern`` fire with the query positions ``rows
+        [batch, R]`` only (``[batch, head, R, key]``; row ``r`` of batch row ``b`` is query ``rows[b, r]``),
+        computed beside the model's fast attention path, which is what the forward pass uses: hooks there may read
+        (cache, reduce) but not replace them. Equal to those rows of the full patterns. Reading a few rows of long
+        sequences (e.g. the answer positions of a needle-in-a-haystack trial) so costs O(R T) per head, not O(T²).
+        Only where ``has_query_rows``; contexts do not nest."""
+        if not self.has_query_rows:
+            raise CapabilityError(f"query_rows: this {self.arch} model cannot read single query rows of its "
+                                  "attention (see has_query_rows); read the full hook_pattern and index it")
+        if not isinstance(rows, Tensor) or rows.ndim != 2 or rows.dtype not in (torch.long, torch.int32, torch.int64):
+            got = f"{rows.dtype} tensor of shape {tuple(rows.shape)}" if isinstance(rows, Tensor) else \
+                type(rows).__name__
+            raise ValueError(f"rows must be an integer tensor [batch, R] of query positions; got {got}")
+        reg = self._registry
+        if reg.query_rows is not None:
+            raise RuntimeError("query_rows contexts do not nest; leave the outer one first")
+        reg.query_rows = rows.long().to(self.device)
+        try:
+            yield self
+        finally:
+            reg.query_rows = None
 
     def record_prefix(self, tokens):
         """Run ``tokens`` ``[batch, pos]`` once (under any active hooks) and keep, for every layer and position, what

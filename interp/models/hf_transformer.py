@@ -3,7 +3,8 @@
 Sites are attached as PyTorch module hooks only while a ``hooks(...)`` context needs them (looked up in the
 family's ``ArchTable``), each once however many contexts hook it; attention internals (``hook_rot_q/k``,
 ``hook_attn_scores``, ``hook_pattern``) fire from the ``"interp"`` attention implementation, which stays on
-transformers' SDPA path for layers with no such hook. With no hooks the forward pass is exactly the underlying
+transformers' SDPA path for layers with no score or pattern hook (and inside ``query_rows``, which reads chosen
+pattern rows beside it; see :mod:`interp.models.attention`). With no hooks the forward pass is exactly the underlying
 model's. An attention mask is passed through with position ids counted over real tokens, so a left-padded row
 equals its unpadded run.
 """
@@ -55,6 +56,7 @@ class HFTransformer(HookedModel):
     has_attention_heads = True
     has_mlp = True
     has_prefix_reuse = True
+    has_query_rows = True
 
     def __init__(self, hf_model: nn.Module, tokenizer=None) -> None:
         super().__init__(tokenizer)

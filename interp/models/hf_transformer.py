@@ -195,7 +195,7 @@ class HFTransformer(HookedModel):
                 else:
                     entries.append((None, None))
             cache = DynamicCache(ddp_cache_data=entries)
-        positions = torch.arange(pos, pos + S, device=resid.device)[None].expand(resid.shape[0], -1)
+        positions = torch.arange(pos, pos + S, device=resid.device)[None]  # one row: rotary tables broadcast
         with self._starting_at(layer, resid):
             return self.hf_model(inputs_embeds=torch.zeros_like(resid), position_ids=positions, cache=cache,
                                  use_cache=cache is not None).logits

@@ -223,11 +223,13 @@ class _Plan:
             for patch in v.patches:
                 by_site[patch.site].append((slice(i * self.n, (i + 1) * self.n), patch))
 
-        def fn(act: Tensor, *, hook) -> Tensor:
+        def fn(act: Tensor, *, hook) -> Tensor | None:
+            layer = current.get("layer")  # a stop site (the next block's resid_pre) also fires at a call's end
+            todo = [(rows, patch) for rows, patch in by_site[hook.name] if layer in (None, patch.layer)]
+            if not todo:
+                return None
             out = act.clone()
-            for rows, patch in by_site[hook.name]:
-                if current.get("layer") not in (None, patch.layer):
-                    continue  # a stop site (the next block's resid_pre) firing at the end of this block's call
+            for rows, patch in todo:
                 patch.setter(out[rows], self.sources[patch.source][hook.name], patch.index, offset)
             return out
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import interp
-from interp.tracing.subject import subject_span
+from interp.tracing.subject import prompt_tokens, subject_span
 from interp.tracing.trace import subject_noise, trace_units, window_layers
 
 PROMPT = "The Eiffel Tower is in Paris"
@@ -26,8 +26,9 @@ def traced(tiny_dir):
 def _rome_loop(model, prompt, subject, target_id, *, samples=10, noise=3.0, seed=0, site="resid", window=10,
                restore="token", sever=None) -> torch.Tensor:
     """ROME's causal trace written out plainly: one forward of the noised samples per (layer, unit), restoring with
-    hooks on the full sequence; severing freezes the sublayer at layers >= the restored one, as ROME's code does."""
-    tokens = model.to_tokens(prompt)
+    hooks on the full sequence; severing freezes the sublayer at layers >= the restored one, as ROME's code does.
+    ``prompt``: text or token ids ``[1, pos]``; ``subject``: text or a ``(start, stop)`` token span."""
+    tokens = prompt_tokens(model, prompt)
     start, stop = subject_span(model, tokens, subject)
     eps, _ = subject_noise(model, samples, stop - start, noise, seed)
     role = {"mlp": "mlp_out", "attn": "attn_out"}.get(site, site)

@@ -61,7 +61,7 @@ def register(subparsers) -> None:
     p.add_argument("--ngram-stickiness", type=float, default=None,
                    help="probability of a context's preferred successor in the Markov chains (default 0.6)")
     p.add_argument("--retrieval-lengths", type=_ints, default=None,
-                   help="comma-separated haystack lengths in tokens (default 256,512,1024; --thorough adds 2048)")
+                   help="comma-separated haystack lengths in tokens (default 256,512; --thorough: 256,512,1024,2048)")
     p.add_argument("--retrieval-depths", type=_floats, default=None,
                    help="comma-separated needle depths in [0, 1] (default 0.25,0.75)")
     p.add_argument("--retrieval-mode", choices=("auto", "text", "tokens"), default=None,

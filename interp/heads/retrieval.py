@@ -30,7 +30,7 @@ from interp.heads.passes import PassLog, attention_pass, check_attention, logits
 __all__ = ["TrialResult", "score", "run_trials", "rouge1_recall", "copy_paste", "teacher_forced",
            "DEFAULT_LENGTHS", "DEFAULT_DEPTHS"]
 
-DEFAULT_LENGTHS = (256, 512, 1024)
+DEFAULT_LENGTHS = (256, 512)
 DEFAULT_DEPTHS = (0.25, 0.75)
 _PATTERN_ELEMENTS = 2**24  # batch * T^2 per eager pattern pass (a 2048-token row is ~4.2M)
 _ROW_TOKENS = 8192  # tokens per pass when only the answer rows of the patterns are read

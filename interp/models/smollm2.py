@@ -17,7 +17,7 @@ from pathlib import Path
 from interp.errors import CheckpointError, import_failure
 from interp.filelock import build_once
 
-__all__ = ["ALIASES", "gguf_path", "cache_dir", "load_smollm2"]
+__all__ = ["ALIASES", "gguf_path", "cache_dir", "load_smollm2", "prepare"]
 
 ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct")
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -52,15 +52,23 @@ def _source_stamp(path: Path) -> dict:
     return {"gguf": path.name, "size": st.st_size, "format": "float32-safetensors", "version": 1}
 
 
+def prepare() -> Path:
+    """Convert the packaged GGUF file into the cache now, unless a conversion of this file is already there; return
+    the cached folder. ``.ci/install`` calls it, so that the first ``load_model("smollm2")`` after an install only
+    reads the float32 safetensors."""
+    src = gguf_path()
+    target = cache_dir() / "smollm2-135m-instruct-f32"
+    build_once(target, _source_stamp(src), lambda tmp: _convert(src, tmp), what="SmolLM2 GGUF -> float32")
+    return target
+
+
 def load_smollm2(dtype=None, device=None):
     """Return ``(hf_model, tokenizer)`` for SmolLM2-135M-Instruct in float32, converting and caching once."""
     import torch
 
     from interp.models.loading import from_pretrained_checked
 
-    src = gguf_path()
-    target = cache_dir() / "smollm2-135m-instruct-f32"
-    build_once(target, _source_stamp(src), lambda tmp: _convert(src, tmp), what="SmolLM2 GGUF -> float32")
+    target = prepare()
     try:
         model = from_pretrained_checked(target, dtype or torch.float32)
         tokenizer = _load_tokenizer(target)

@@ -233,10 +233,10 @@ def detect(model, kinds=None, *, top_k: int | None = None, seed: int = 0, name: 
     kind reported and ablated (default 5, at most an eighth of the heads). ``seed``: every probe and random draw.
     ``options``: any other :class:`HeadsConfig` field (``draws``, ``ablation``, ``repeat_half``,
     ``retrieval_lengths``, ...). ``thorough``: larger validation samples and haystacks up to 2048 tokens
-    (:data:`~interp.heads.config.THOROUGH`; about 2.4x the work). Defaults that cannot work on the model are fitted to it and stated in the report
-    (:meth:`HeadsConfig.for_model`: implicit-attention models get shorter probes, small vocabularies shorter
-    repeated halves, small models fewer top heads); given values that cannot work raise. ``name``: the model's
-    name in the report.
+    (:data:`~interp.heads.config.THOROUGH`; several times the work). Defaults that cannot work on the model are
+    fitted to it and stated in the report (:meth:`HeadsConfig.for_model`: implicit-attention models get shorter
+    probes, small vocabularies shorter repeated halves, small models fewer top heads); given values that cannot
+    work raise. ``name``: the model's name in the report.
 
     Kinds the model cannot support (no OV circuit on Mamba for successor heads, no single-token successor task in
     the tokenizer, ...) are skipped with the reason (``report.skipped``, and a warning); the others still run.

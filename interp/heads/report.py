@@ -69,7 +69,8 @@ def protocol(kind: str, cfg: HeadsConfig) -> str:
                      "task's tokens ranks t_{i+1} first, fraction of pairs, mean over the single-token tasks (numbers, "
                      "number words, ordinals, days, months and their abbreviations, letters). Validation: accuracy of "
                      f"the next item after {cfg.successor_window} consecutive comma-separated items of every kept "
-                     f"task ({'every run' if not cfg.successor_prompts else f'at most {cfg.successor_prompts} evenly spaced runs per task'}), top-{cfg.top_k} vs {cfg.draws} random draws ({cfg.ablation} ablation).",
+                     f"task ({_successor_runs(cfg)}), top-{cfg.top_k} vs {cfg.draws} random draws "
+                     f"({cfg.ablation} ablation).",
         "retrieval": f"Needle in a haystack (Wu et al. 2024) at lengths {list(cfg.retrieval_lengths)} x depths "
                      f"{list(cfg.retrieval_depths)} ({cfg.retrieval_mode} haystack), greedy decoding; a head "
                      "copy-pastes a step when its most attended key lies in the needle and holds the generated "
@@ -198,3 +199,8 @@ class HeadReport(Result):
             subtitle += "; defaults fitted to the model: " + "; ".join(
                 f"{name}={getattr(self.config, name)!r} ({why})" for name, why in self.config.derived)
         return save_html(path, page(f"Head discovery: {self.model}", self._html_sections(), subtitle=subtitle))
+
+
+def _successor_runs(cfg) -> str:
+    n = cfg.successor_prompts
+    return "every run" if not n else f"at most {n} evenly spaced runs per task"

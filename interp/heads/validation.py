@@ -204,8 +204,8 @@ def run_conditions(model, tokens: Tensor, rows: Tensor, targets: Tensor, head_se
 
     The blocks before a condition's first ablated layer compute exactly the clean run, so the clean run is made
     once, keeping the residual stream where some condition starts, and each condition runs only its own blocks
-    (conditions starting at the same or nearby blocks share a batch when that is cheaper, see :func:`_merge`). Inside :func:`~interp.heads.passes.plain_passes`
-    every condition runs all blocks from the tokens.
+    (conditions starting at the same or nearby blocks share a batch when that is cheaper, see :func:`_merge`).
+    Inside :func:`~interp.heads.passes.plain_passes` every condition runs all blocks from the tokens.
     """
     valid = torch.ones_like(targets, dtype=torch.bool) if valid is None else valid
     loss_sum = torch.zeros(len(head_sets), dtype=torch.float64)

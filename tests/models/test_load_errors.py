@@ -116,3 +116,15 @@ def test_a_real_shadowing_folder_is_named(tmp_path, tiny_dir):
 
 def test_interp_exports_checkpoint_error():
     assert issubclass(interp.errors.CheckpointError, ValueError)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_the_finiteness_check_sees_every_bad_value(value):
+    import torch
+
+    from interp.models.loading import _finite
+
+    t = torch.randn(3, 1000)
+    assert _finite(t) and _finite(torch.zeros(0)) and _finite(torch.arange(5))
+    t[2, 777] = value
+    assert not _finite(t)

@@ -25,8 +25,8 @@ _IMPLICIT_DEFAULTS = dict(repeat_half=8, ngram_length=64, ngram_symbols=4, retri
 THOROUGH = dict(validation_batch=4, successor_prompts=0, retrieval_validation_trials=2,
                 retrieval_lengths=(256, 512, 1024, 2048))
 """``thorough=True`` (``interp heads --thorough``): twice the validation rows, every successor prompt, two
-retrieval validation trials and haystacks up to 2048 tokens. About 2.4x the work of the defaults; on SmolLM2 both
-give the same top-5 heads of every kind and the same verdicts (``bench/heads.py --thorough``)."""
+retrieval validation trials and haystacks up to 2048 tokens: the default sizes before 2026-12-08. About 2.3x the time
+of the defaults; on SmolLM2 both give the same top-5 heads of every kind and the same verdicts (``bench/heads.py``)."""
 
 
 def check_kinds(kinds) -> tuple[str, ...]:

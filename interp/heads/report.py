@@ -9,7 +9,7 @@ successor tasks, retrieval trials), the protocol in words and, for a kind that c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
 import torch
@@ -140,6 +140,8 @@ class HeadReport(Result):
             validation[kind] = entry
         return {"model": self.model, "n_layers": self.n_layers, "n_heads": self.n_heads,
                 "scores": {k: to_jsonable(v) for k, v in self.scores.items()}, "validation": validation,
+                "config": {f.name: to_jsonable(getattr(self.config, f.name)) for f in fields(self.config)
+                           if f.name != "derived"},
                 "derived_defaults": {name: {"value": to_jsonable(getattr(self.config, name)), "why": why}
                                      for name, why in self.config.derived}}
 

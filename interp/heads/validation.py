@@ -252,7 +252,7 @@ def _score(model, resid: Tensor, conds: list[int], rows: Tensor, targets: Tensor
         return
     dev = resid.device
     rows, targets, valid = rows.to(dev), targets.to(dev), valid.to(dev)
-    picked = resid.view(n, b, *resid.shape[1:]).gather(2, rows[None, :, :, None].expand(n, -1, -1, resid.shape[-1]))
+    picked = resid.reshape(n, b, *resid.shape[1:]).gather(2, rows[None, :, :, None].expand(n, -1, -1, resid.shape[-1]))
     ok = valid.reshape(-1)
     x = picked.reshape(n, b * R, -1)[:, ok].reshape(-1, resid.shape[-1])  # [n * valid, d_model]
     tgt = targets.reshape(-1)[ok].repeat(n)

@@ -105,3 +105,32 @@ def test_cli_prints_the_fitted_defaults(tiny_dir, tmp_path):
 def test_smollm2_keeps_the_documented_defaults(smollm2):
     cfg = HeadsConfig.for_model(smollm2)
     assert cfg.derived == () and cfg == HeadsConfig()
+
+
+
+def test_thorough_preset(toy, tiny):
+    from interp.heads.config import THOROUGH
+
+    model, _ = toy
+    quick, slow = HeadsConfig.for_model(model), HeadsConfig.for_model(model, thorough=True)
+    assert (quick.validation_batch, quick.successor_prompts, quick.retrieval_validation_trials) == (2, 8, 1)
+    assert (slow.validation_batch, slow.successor_prompts, slow.retrieval_validation_trials) == (4, 0, 2)
+    assert HeadsConfig.for_model(model, thorough=True, validation_batch=3).validation_batch == 3  # given wins
+    assert THOROUGH["retrieval_lengths"] == (256, 512, 1024, 2048)
+    m_cfg = HeadsConfig.for_model(tiny("mamba2"), thorough=True)
+    assert m_cfg.retrieval_lengths == (24, 32, 40) and m_cfg.validation_batch == 4  # implicit probes stay short
+    with pytest.raises(TypeError, match="thorough must be True or False"):
+        HeadsConfig.for_model(model, thorough="yes")
+
+
+def test_successor_prompts_per_task(tiny):
+    model = tiny("llama")
+    tasks = heads.successor.Tasks(kept={"abc": tuple(range(10, 22))}, dropped={})
+    every, _ = heads.successor.prompts(model, tasks, 2)
+    some, _ = heads.successor.prompts(model, tasks, 2, per_task=3)
+    assert every.shape[0] == 10 and some.shape[0] == 3
+    assert some[0].tolist() == every[0].tolist() and some[-1].tolist() == every[-1].tolist()  # first and last run
+    assert some[1].tolist() in every.tolist()
+    assert heads.successor.prompts(model, tasks, 2, per_task=100)[0].shape == every.shape
+    with pytest.raises(ValueError, match="per_task must be an int >= 0"):
+        heads.successor.prompts(model, tasks, 2, per_task=-1)

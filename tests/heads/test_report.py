@@ -23,7 +23,7 @@ def report(tiny):
 
 def test_json_layout(report, tiny):
     data = json.loads(report.to_json())
-    assert list(data) == ["model", "n_layers", "n_heads", "scores", "validation", "derived_defaults"]
+    assert list(data) == ["model", "n_layers", "n_heads", "scores", "validation", "config", "derived_defaults"]
     assert data["model"] == "tiny-llama" and (data["n_layers"], data["n_heads"]) == (2, 4)
     assert set(data["scores"]) == {"induction", "previous_token", "duplicate_token", "ngram"}
     for rows in data["scores"].values():
@@ -90,3 +90,14 @@ def test_cli_bad_input(tiny_dir, tmp_path, capsys, argv, message):
 def test_cli_needs_an_output(tiny_dir, capsys):
     assert main(["heads", "--model", str(tiny_dir("llama"))]) == 2
     assert "pass --out report.html and/or --json scores.json" in capsys.readouterr().err
+
+
+def test_cli_thorough_and_successor_prompts_reach_the_config(tiny_dir, tmp_path):
+    js = tmp_path / "s.json"
+    rc = main(["heads", "--model", str(tiny_dir("llama")), "--json", str(js), "--no-progress", "--kinds", "induction",
+               "--thorough", "--successor-prompts", "3", "--draws", "2", "--repeat-half", "8"])
+    assert rc == 0
+    cfg = json.loads(js.read_text())["config"]
+    assert cfg["validation_batch"] == 4 and cfg["retrieval_validation_trials"] == 2  # the thorough preset
+    assert cfg["successor_prompts"] == 3  # a given value wins over the preset
+    assert main(["heads", "--model", str(tiny_dir("llama")), "--json", str(js), "--successor-prompts", "-1"]) == 2

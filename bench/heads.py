@@ -94,7 +94,7 @@ def main() -> None:
         work = sum(e["tokens"] for e in report.passes.values())
         print(f"{label:16s} {'detect (all stages)':42s} {'':6s} {int(work):7d} {total:8.1f} {total / unit:6.1f}")
     fast, fast_s = runs["defaults"]
-    for label, (report, total) in runs.items():
+    for label, (_, total) in runs.items():
         if label != "defaults":
             print(f"{label} / defaults: {total / fast_s:.2f}x the time")
     for kind in kinds:

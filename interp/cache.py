@@ -3,6 +3,7 @@ analyses that read their inputs from a cache instead of running a forward pass (
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,10 @@ class ActivationCache(Mapping[str, Tensor]):
     """Read-only mapping from site name to tensor.
 
     Besides full names, ``cache["pattern", 3]`` is short for ``cache["blocks.3.attn.hook_pattern"]`` (any
-    site suffix works: ``cache["resid_post", 0]``, ``cache["ssm_state", 2]``).
+    site suffix works: ``cache["resid_post", 0]``, ``cache["ssm_state", 2]``; TransformerLens's aliases too:
+    ``cache["attn", 3]``), a negative layer counts from the end (``cache["resid_post", -1]``), and
+    ``cache["normalized", 3, "ln1"]`` is TransformerLens's ``(name, layer, layer_type)`` form
+    (:func:`interp.utils.get_act_name`).
     """
 
     def __init__(self, data: dict[str, Tensor], model: HookedModel | None = None) -> None:
@@ -32,14 +36,35 @@ class ActivationCache(Mapping[str, Tensor]):
                 return key
             raise KeyError(f"{key!r} is not in this cache; it holds {len(self._data)} sites, "
                            f"e.g. {list(self._data)[:3]}")
-        if isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str) and isinstance(key[1], int):
-            short, layer = key
-            suffix = short if short.startswith("hook_") else f"hook_{short}"
-            hits = [n for n in self._data if n.startswith(f"blocks.{layer}.") and n.endswith("." + suffix)]
+        if isinstance(key, tuple) and len(key) in (2, 3) and isinstance(key[0], str) \
+                and isinstance(key[1], int) and not isinstance(key[1], bool) \
+                and (len(key) == 2 or isinstance(key[2], str)):
+            from interp.utils import get_act_name
+
+            short, layer = key[0], self._layer(key[1], key)
+            if len(key) == 3:  # TransformerLens's (name, layer, layer_type): exactly get_act_name's site
+                return self._key(get_act_name(short, layer, key[2]))
+            if not short.startswith("hook_"):  # TransformerLens aliases: "attn" = pattern, "mlp_post" = post, ...
+                short = get_act_name(short, 0).rsplit(".", 1)[-1]
+            hits = [n for n in self._data if n.startswith(f"blocks.{layer}.") and n.endswith("." + short)]
             if len(hits) == 1:
                 return hits[0]
             raise KeyError(f"{key!r} matches {hits or 'no site'} in this cache")
-        raise KeyError(f"cache keys are site names or (short_name, layer) pairs; got {key!r}")
+        raise KeyError(f"cache keys are site names, (short_name, layer) or (short_name, layer, layer_type) tuples; "
+                       f"got {key!r}")
+
+    def _layer(self, layer: int, key) -> int:
+        """``layer``, counted from the end when negative (over the model's blocks, or the cached ones)."""
+        if layer >= 0:
+            return layer
+        if self.model is not None:
+            n = self.model.n_layers
+        else:
+            found = [int(m.group(1)) for m in map(re.compile(r"blocks\.(\d+)\.").match, self._data) if m]
+            n = max(found) + 1 if found else 0
+        if not -n <= layer:
+            raise KeyError(f"{key!r}: layer {layer} is out of range for {n} layers")
+        return layer + n
 
     def __getitem__(self, key) -> Tensor:
         return self._data[self._key(key)]

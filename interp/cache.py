@@ -13,6 +13,8 @@ from torch import Tensor
 if TYPE_CHECKING:
     from interp.models.base import HookedModel
 
+_BLOCK = re.compile(r"blocks\.(\d+)\.")
+
 __all__ = ["ActivationCache", "check_cache_args", "read_sites", "check_cached_tokens", "read_patterns"]
 
 
@@ -60,7 +62,7 @@ class ActivationCache(Mapping[str, Tensor]):
         if self.model is not None:
             n = self.model.n_layers
         else:
-            found = [int(m.group(1)) for m in map(re.compile(r"blocks\.(\d+)\.").match, self._data) if m]
+            found = [int(m.group(1)) for m in map(_BLOCK.match, self._data) if m]
             n = max(found) + 1 if found else 0
         if not -n <= layer:
             raise KeyError(f"{key!r}: layer {layer} is out of range for {n} layers")

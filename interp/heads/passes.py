@@ -24,8 +24,9 @@ import torch
 from torch import Tensor
 
 from interp.errors import CapabilityError
+from interp.models.attention import take_rows
 
-__all__ = ["mask_score", "attention_pass", "logits_from_resid", "PassLog", "check_attention", "plain_passes",
+__all__ = ["mask_score", "attention_pass", "logits_from_resid", "unembed", "PassLog", "check_attention", "plain_passes",
            "shortcuts"]
 
 _PLAIN = contextvars.ContextVar("interp_heads_plain_passes", default=False)
@@ -98,8 +99,7 @@ def attention_pass(
         full_reduce = reduce
 
         def reduce(layer: int, pattern: Tensor) -> Any:
-            idx = rows.to(pattern.device)[:, None, :, None].expand(-1, pattern.shape[1], -1, pattern.shape[-1])
-            return full_reduce(layer, pattern.gather(2, idx))
+            return full_reduce(layer, take_rows(pattern, rows.to(pattern.device)))
 
     if model.has_attention_heads:
         def hook(pattern: Tensor, *, hook) -> None:
@@ -133,8 +133,13 @@ def logits_from_resid(model, resid: Tensor, rows: Tensor) -> Tensor:
     """Logits ``[batch, R, d_vocab]`` at positions ``rows [batch, R]`` from the final residual stream (the contract:
     ``logits = apply_ln_final(resid) @ W_U + b_U``), without unembedding every position."""
     idx = rows.to(resid.device)[..., None].expand(-1, -1, resid.shape[-1])
-    picked = resid.gather(1, idx)
-    return model.apply_ln_final(picked).float() @ model.W_U.float() + model.b_U.float()
+    return unembed(model, resid.gather(1, idx))
+
+
+def unembed(model, resid: Tensor) -> Tensor:
+    """Float32 logits ``[..., d_vocab]`` of final residual-stream vectors ``[..., d_model]``:
+    ``apply_ln_final(resid) @ W_U + b_U`` (the contract)."""
+    return model.apply_ln_final(resid).float() @ model.W_U.float() + model.b_U.float()
 
 
 @dataclass

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from interp.heads.ablation import ablation_hooks
-from interp.heads.passes import PassLog, shortcuts
+from interp.heads.passes import PassLog, shortcuts, unembed
 from interp.heads.probes import generator
 
 __all__ = ["Validation", "run_conditions", "validate_many", "random_head_sets", "unavailable"]
@@ -259,7 +259,7 @@ def _score(model, resid: Tensor, conds: list[int], rows: Tensor, targets: Tensor
     cond = torch.tensor(conds, device=dev).repeat_interleave(int(ok.sum()))
     step = max(1, _MAX_LOGITS // model.d_vocab)
     for s in range(0, x.shape[0], step):
-        logits = model.apply_ln_final(x[s:s + step]).float() @ model.W_U.float() + model.b_U.float()
+        logits = unembed(model, x[s:s + step])
         t = tgt[s:s + step]
         ce = torch.nn.functional.cross_entropy(logits, t, reduction="none")
         hit = logits.argmax(-1) == t

@@ -27,6 +27,8 @@ hooks (in the order the wrappers were made).
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +36,8 @@ from torch import Tensor, nn
 
 from interp.hooks import HookRegistry
 
-__all__ = ["ATTN_IMPLEMENTATION", "AttentionSite", "register_attention", "ensure_registered"]
+__all__ = ["ATTN_IMPLEMENTATION", "AttentionSite", "register_attention", "ensure_registered", "take_rows",
+           "query_rows"]
 
 ATTN_IMPLEMENTATION = "interp"
 _EAGER_SUFFIXES = ("hook_attn_scores", "hook_pattern")
@@ -83,6 +86,32 @@ class _Sites:
 
 
 _SITES: weakref.WeakKeyDictionary[nn.Module, _Sites] = weakref.WeakKeyDictionary()
+
+
+def take_rows(x: Tensor, rows: Tensor) -> Tensor:
+    """``x [batch, head, query, ...last]`` at the query positions ``rows [batch, R]`` -> ``[batch, head, R, last]``."""
+    return x.gather(2, rows[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[-1]))
+
+
+@contextmanager
+def query_rows(model, rows: Tensor) -> Iterator[None]:
+    """``HookedModel.query_rows``: check ``rows`` and hold them in the model's registry for the block."""
+    from interp.errors import CapabilityError
+
+    if not model.has_query_rows:
+        raise CapabilityError(f"query_rows: this {model.arch} model cannot read single query rows of its "
+                              "attention (see has_query_rows); read the full hook_pattern and index it")
+    if not isinstance(rows, Tensor) or rows.ndim != 2 or rows.dtype not in (torch.int64, torch.int32):
+        got = f"{rows.dtype} tensor of shape {tuple(rows.shape)}" if isinstance(rows, Tensor) else type(rows).__name__
+        raise ValueError(f"rows must be an integer tensor [batch, R] of query positions; got {got}")
+    reg = model._registry
+    if reg.query_rows is not None:
+        raise RuntimeError("query_rows contexts do not nest; leave the outer one first")
+    reg.query_rows = rows.long().to(model.device)
+    try:
+        yield
+    finally:
+        reg.query_rows = None
 
 
 def register_attention(module: nn.Module, site: AttentionSite) -> None:
@@ -164,7 +193,7 @@ def _fire_rows(module, site: AttentionSite, query: Tensor, key: Tensor, attentio
                          f"{int(rows.max()) if rows.numel() else None}) do not index this pass's {b} rows of "
                          f"{q_len} query positions")
     rows = rows.to(query.device)
-    q = query.gather(2, rows[:, None, :, None].expand(-1, h, -1, d))
+    q = take_rows(query, rows)
     key, _ = _repeat_kv(query, key)
     if scaling is None:
         scaling = d ** -0.5
@@ -191,8 +220,7 @@ def _apply_mask(scores: Tensor, mask, *, rows: Tensor | None = None, q_len: int 
         return scores.masked_fill(~keep, float("-inf"))
     mask = mask[..., :k]
     if rows is not None:
-        mask = mask.expand(rows.shape[0], mask.shape[1], q, k)
-        mask = mask.gather(2, rows[:, None, :, None].expand(-1, mask.shape[1], -1, k))
+        mask = take_rows(mask.expand(rows.shape[0], mask.shape[1], q, k), rows)
     if mask.dtype == torch.bool:
         return scores.masked_fill(~mask, float("-inf"))
     return (scores + mask).masked_fill(mask <= torch.finfo(mask.dtype).min / 2, float("-inf"))

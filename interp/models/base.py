@@ -454,21 +454,10 @@ class HookedModel(TokensMixin, WeightsMixin, nn.Module):
         (cache, reduce) but not replace them. Equal to those rows of the full patterns. Reading a few rows of long
         sequences (e.g. the answer positions of a needle-in-a-haystack trial) so costs O(R T) per head, not O(T²).
         Only where ``has_query_rows``; contexts do not nest."""
-        if not self.has_query_rows:
-            raise CapabilityError(f"query_rows: this {self.arch} model cannot read single query rows of its "
-                                  "attention (see has_query_rows); read the full hook_pattern and index it")
-        if not isinstance(rows, Tensor) or rows.ndim != 2 or rows.dtype not in (torch.long, torch.int32, torch.int64):
-            got = f"{rows.dtype} tensor of shape {tuple(rows.shape)}" if isinstance(rows, Tensor) else \
-                type(rows).__name__
-            raise ValueError(f"rows must be an integer tensor [batch, R] of query positions; got {got}")
-        reg = self._registry
-        if reg.query_rows is not None:
-            raise RuntimeError("query_rows contexts do not nest; leave the outer one first")
-        reg.query_rows = rows.long().to(self.device)
-        try:
+        from interp.models.attention import query_rows
+
+        with query_rows(self, rows):
             yield self
-        finally:
-            reg.query_rows = None
 
     def record_prefix(self, tokens):
         """Run ``tokens`` ``[batch, pos]`` once (under any active hooks) and keep, for every layer and position, what

@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from interp.attribution import AttributionMixin
+from interp.residual import ResidualMixin
+
 if TYPE_CHECKING:
     from interp.models.base import HookedModel
 
@@ -18,8 +21,10 @@ _BLOCK = re.compile(r"blocks\.(\d+)\.")
 __all__ = ["ActivationCache", "check_cache_args", "read_sites", "check_cached_tokens", "read_patterns"]
 
 
-class ActivationCache(Mapping[str, Tensor]):
-    """Read-only mapping from site name to tensor.
+class ActivationCache(ResidualMixin, AttributionMixin, Mapping[str, Tensor]):
+    """Read-only mapping from site name to tensor, with TransformerLens's analysis helpers (``accumulated_resid``,
+    ``decompose_resid``, ``stack_head_results``, ``logit_attrs``, ... : :mod:`interp.residual`,
+    :mod:`interp.attribution`).
 
     Besides full names, ``cache["pattern", 3]`` is short for ``cache["blocks.3.attn.hook_pattern"]`` (any
     site suffix works: ``cache["resid_post", 0]``, ``cache["ssm_state", 2]``; TransformerLens's aliases too:
@@ -31,13 +36,22 @@ class ActivationCache(Mapping[str, Tensor]):
     def __init__(self, data: dict[str, Tensor], model: HookedModel | None = None) -> None:
         self._data = data
         self.model = model
+        self.has_batch_dim = True
+        """False after :meth:`remove_batch_dim`."""
 
     def _key(self, key) -> str:
         if isinstance(key, str):
             if key in self._data:
                 return key
+            from interp.utils import get_act_name
+
+            full = get_act_name(key) if key else key  # TransformerLens: "embed", "scale", "k6", "pattern3a"
+            if full in self._data:
+                return full
             raise KeyError(f"{key!r} is not in this cache; it holds {len(self._data)} sites, "
                            f"e.g. {list(self._data)[:3]}")
+        if isinstance(key, tuple) and len(key) == 3 and key[2] is None:  # TransformerLens: no layer_type
+            key = key[:2]
         if isinstance(key, tuple) and len(key) in (2, 3) and isinstance(key[0], str) \
                 and isinstance(key[1], int) and not isinstance(key[1], bool) \
                 and (len(key) == 2 or isinstance(key[2], str)):

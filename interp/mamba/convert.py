@@ -1,7 +1,8 @@
 """Hugging Face ``MambaForCausalLM`` / ``Mamba2ForCausalLM`` -> :class:`~interp.mamba.model.HookedMamba`.
 
 Parameter names inside the mixers are HF's, so conversion is a renaming of the outer modules:
-``backbone.embeddings`` -> ``embed``, ``backbone.layers.{l}`` -> ``blocks.{l}``, ``backbone.norm_f`` ->
+``backbone.embeddings`` -> ``embed``, ``backbone.layers.{l}`` -> ``layers.{l}`` (``model.blocks[l]`` is the
+TransformerLens-style view of it), ``backbone.norm_f`` ->
 ``ln_final``, ``lm_head`` -> ``unembed``.
 """
 
@@ -17,7 +18,7 @@ from interp.mamba.model import HookedMamba
 
 __all__ = ["from_hf", "convert_state_dict"]
 
-_OUTER = (("backbone.embeddings.", "embed."), ("backbone.embedding.", "embed."), ("backbone.layers.", "blocks."),
+_OUTER = (("backbone.embeddings.", "embed."), ("backbone.embedding.", "embed."), ("backbone.layers.", "layers."),
           ("backbone.norm_f.", "ln_final."), ("lm_head.", "unembed."))
 
 

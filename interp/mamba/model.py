@@ -4,11 +4,12 @@ Gu & Dao 2023 (Mamba-1) and Dao & Gu 2024 (Mamba-2). Load weights with :func:`in
 
 Sites (T = pos), in forward order:
 
-- ``hook_embed`` [b,T,d_model]; per block ``blocks.{l}.hook_resid_pre``, the mixer sites
+- ``hook_embed`` [b,T,d_model]; per block ``blocks.{l}.hook_resid_pre``, ``blocks.{l}.ln1.hook_scale`` (the
+  block norm's scale [b,T,1], see :mod:`interp.models.norms`), the mixer sites
   ``blocks.{l}.mixer.hook_*`` (see :mod:`interp.mamba.mamba1` / :mod:`interp.mamba.mamba2`),
   ``blocks.{l}.hook_mixer_out`` (= the mixer's ``hook_out``, after it), ``blocks.{l}.hook_resid_post``;
-  ``ln_final.hook_normalized`` [b,T,d_model] (the final norm's output, weight included: what the unembedding
-  reads — the same convention as the transformer wrappers).
+  ``ln_final.hook_scale`` [b,T,1], ``ln_final.hook_normalized`` [b,T,d_model] (the final norm's output, weight
+  included: what the unembedding reads — the same convention as the transformer wrappers).
 - A replacement returned by a hook is used downstream (replacing ``hook_dt`` changes the scan, etc.).
 
 Scan paths: runs that do not hook ``hook_ssm_state`` never materialise the per-step states, with every other site
@@ -49,6 +50,7 @@ from interp.mamba.config import MambaSpec, mamba1_groups
 from interp.mamba.mamba1 import MAMBA1_SITES, Mamba1Mixer
 from interp.mamba.mamba2 import MAMBA2_SITES, Mamba2Mixer
 from interp.models.base import HookedModel
+from interp.models.norms import norm_scale, rescaled
 
 __all__ = ["HookedMamba", "MambaBlock", "RMSNorm", "MixerSites"]
 
@@ -87,6 +89,17 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.weight * self.normalize(x)
 
+    def hooked(self, x: Tensor, registry: HookRegistry, site: str) -> Tensor:
+        """:meth:`forward`, firing ``site`` (the scale ``[..., 1]``; see :mod:`interp.models.norms`) when hooked."""
+        out = self(x)
+        if not registry.hooked(site):
+            return out
+        scale = norm_scale(x, self.eps, centre=False)
+        new = registry.fire(site, scale)
+        if new is scale and not (torch.is_grad_enabled() and scale.requires_grad):
+            return out
+        return rescaled(out, scale, new, None)
+
 
 class MambaBlock(nn.Module):
     """Pre-norm residual block: ``resid + mixer(norm(resid))`` (residual in float32 if the spec says so)."""
@@ -107,7 +120,8 @@ class MambaBlock(nn.Module):
     def _block(self, resid: Tensor, registry: HookRegistry, mix) -> Tensor:
         pre = f"blocks.{self.layer}."
         resid = registry.fire(pre + "hook_resid_pre", resid)
-        mixed = mix(self.norm(resid.to(self.norm.weight.dtype)), MixerSites(registry, pre + "mixer."))
+        normed = self.norm.hooked(resid.to(self.norm.weight.dtype), registry, pre + "ln1.hook_scale")
+        mixed = mix(normed, MixerSites(registry, pre + "mixer."))
         mixed = registry.fire(pre + "hook_mixer_out", mixed)
         base = resid.float() if self.spec.residual_in_fp32 else resid
         return registry.fire(pre + "hook_resid_post", base + mixed)
@@ -134,7 +148,7 @@ class HookedMamba(HookedModel):
         self.n_kv_heads = self.n_heads
         self.d_head = spec.d_inner // self.n_heads
         self.embed = nn.Embedding(spec.d_vocab, spec.d_model)
-        self.blocks = nn.ModuleList(MambaBlock(spec, layer) for layer in range(spec.n_layers))
+        self.layers = nn.ModuleList(MambaBlock(spec, layer) for layer in range(spec.n_layers))
         self.ln_final = RMSNorm(spec.d_model, spec.eps)
         self.unembed = nn.Linear(spec.d_model, spec.d_vocab, bias=False)
         if spec.tie_embeddings:
@@ -144,10 +158,10 @@ class HookedMamba(HookedModel):
         mixer = MAMBA1_SITES if self.arch == "mamba" else MAMBA2_SITES
         names = ["hook_embed"]
         for layer in range(self.n_layers):
-            names.append(f"blocks.{layer}.hook_resid_pre")
+            names.extend((f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.ln1.hook_scale"))
             names.extend(f"blocks.{layer}.mixer.{s}" for s in mixer)
             names.extend((f"blocks.{layer}.hook_mixer_out", f"blocks.{layer}.hook_resid_post"))
-        names.append("ln_final.hook_normalized")
+        names.extend(("ln_final.hook_scale", "ln_final.hook_normalized"))
         return names
 
     def _logits(self, tokens: Tensor, attention_mask: Tensor | None = None) -> Tensor:
@@ -156,7 +170,7 @@ class HookedMamba(HookedModel):
 
     def _logits_from(self, layer: int, resid: Tensor, attention_mask: Tensor | None) -> Tensor:
         reg = self._registry
-        for block in self.blocks[layer:]:
+        for block in self.layers[layer:]:
             resid = block(resid, reg, attention_mask)
         return self._project_logits(reg.fire("ln_final.hook_normalized", self._final_norm(resid)))
 
@@ -186,7 +200,7 @@ class HookedMamba(HookedModel):
         """Blocks ``layer..`` on positions ``pos..``: each mixer's conv continues after the recorded conv inputs of
         the ``d_conv - 1`` positions before ``pos`` and its scan starts from the recorded state after ``pos - 1``."""
         reg, k = self._registry, self.spec.d_conv
-        for block in self.blocks[layer:]:
+        for block in self.layers[layer:]:
             rec = prefix.data[block.layer]
             x = rec["x"][:, max(0, pos - k + 1):pos][rows]
             conv_prefix = torch.cat([x.new_zeros(x.shape[0], k - 1 - x.shape[1], x.shape[2]), x], dim=1)
@@ -195,8 +209,7 @@ class HookedMamba(HookedModel):
         return self._project_logits(reg.fire("ln_final.hook_normalized", self._final_norm(resid)))
 
     def _final_norm(self, resid: Tensor) -> Tensor:
-        w = self.ln_final.weight
-        return w * self.ln_final.normalize(resid.to(w.dtype))
+        return self.ln_final.hooked(resid.to(self.ln_final.weight.dtype), self._registry, "ln_final.hook_scale")
 
     # ------------------------------------------------------------------ vocabulary
     def _components(self, layer: int) -> dict[str, str]:
@@ -209,6 +222,29 @@ class HookedMamba(HookedModel):
     def _embed_weight(self) -> Tensor:
         return self.embed.weight
 
+    def _block_module(self, layer: int) -> MambaBlock:
+        return self.layers[layer]
+
+    def _norm_weights(self, which: str, layer: int | None) -> dict[str, Tensor]:
+        if which == "ln2":
+            return super()._norm_weights(which, layer)
+        w = (self.ln_final if which == "ln_final" else self.layers[layer].norm).weight
+        return {"w": w, "b": w.new_zeros(w.shape)}
+
+    def _output_biases(self, layer: int) -> dict[str, Tensor]:
+        bias = self.layers[layer].mixer.out_proj.bias
+        return {"mixer": bias if bias is not None else self.embed.weight.new_zeros(self.d_model)}
+
+    def _config_fields(self) -> dict:
+        s = self.spec
+        return dict(
+            d_mlp=None, act_fn="silu", eps=s.eps, normalization_type="RMS", positional_embedding_type="none",
+            tie_word_embeddings=s.tie_embeddings, layer_types=(s.arch,) * s.n_layers, d_state=s.d_state,
+            d_conv=s.d_conv, d_inner=s.d_inner, n_groups=s.n_groups if s.arch == "mamba2" else None,
+            n_ssm_heads=s.n_ssm_heads or None,
+            original_architecture="MambaForCausalLM" if s.arch == "mamba" else "Mamba2ForCausalLM",
+        )
+
     def _unembed(self) -> tuple[Tensor, Tensor]:
         w = self.unembed.weight
         return w.T, w.new_zeros(self.d_vocab)
@@ -217,7 +253,7 @@ class HookedMamba(HookedModel):
         if which == "ln_final":
             return self._final_norm(x)
         if which == "ln1":
-            norm = self.blocks[layer].norm
+            norm = self.layers[layer].norm
             return norm(x.to(norm.weight.dtype))
         return super()._apply_part(which, layer, x)
 

@@ -48,6 +48,12 @@ class ArchTable:
     """Projections are GPT-2 ``Conv1D`` (weight stored [in, out]) rather than ``nn.Linear``."""
     rotary: bool = False
     """Queries/keys are rotated inside attention (adds ``hook_rot_q``/``hook_rot_k``)."""
+    mlp_in_proj: str = "up_proj"
+    """First MLP projection (TransformerLens ``W_in``; a gated MLP's linear branch), relative to the MLP module."""
+    mlp_gate_proj: str | None = None
+    """Gate projection of a gated MLP (``act(x W_gate) * (x W_in)``; TransformerLens ``W_gate``), or None."""
+    norm: str = "RMS"
+    """The norms' kind, as TransformerLens's ``normalization_type``: ``"RMS"`` (RMSNorm) or ``"LN"`` (LayerNorm)."""
 
 
 _LLAMA = ArchTable(
@@ -65,6 +71,8 @@ _LLAMA = ArchTable(
     v_proj="v_proj",
     o_proj="o_proj",
     mlp_out_proj="down_proj",
+    mlp_in_proj="up_proj",
+    mlp_gate_proj="gate_proj",
     rotary=True,
 )
 
@@ -82,7 +90,9 @@ _GPT2 = ArchTable(
     qkv_proj="c_attn",
     o_proj="c_proj",
     mlp_out_proj="c_proj",
+    mlp_in_proj="c_fc",
     conv1d=True,
+    norm="LN",
 )
 
 ARCH_TABLES: tuple[ArchTable, ...] = (_LLAMA, _GPT2)

@@ -21,6 +21,7 @@ from interp.hooks import layer_of
 from interp.models.architectures import ArchTable, table_for
 from interp.models.attention import ATTN_IMPLEMENTATION, AttentionSite, ensure_registered, register_attention
 from interp.models.base import HookedModel
+from interp.models.norms import module_eps, norm_scale, rescaled
 
 __all__ = ["HFTransformer"]
 
@@ -85,14 +86,14 @@ class HFTransformer(HookedModel):
         attn = ["hook_q", "hook_k", "hook_v"] + (["hook_rot_q", "hook_rot_k"] if t.rotary else [])
         attn += ["hook_attn_scores", "hook_pattern", "hook_z", "hook_result"]
         per_layer = (
-            ["hook_resid_pre", "ln1.hook_normalized"] + [f"attn.{s}" for s in attn]
-            + ["hook_attn_out", "hook_resid_mid", "ln2.hook_normalized", "mlp.hook_post", "hook_mlp_out",
-               "hook_resid_post"]
+            ["hook_resid_pre", "ln1.hook_scale", "ln1.hook_normalized"] + [f"attn.{s}" for s in attn]
+            + ["hook_attn_out", "hook_resid_mid", "ln2.hook_scale", "ln2.hook_normalized", "mlp.hook_post",
+               "hook_mlp_out", "hook_resid_post"]
         )
         names = ["hook_embed"] + (["hook_pos_embed"] if t.pos_embed else [])
         for layer in range(self.n_layers):
             names += [f"blocks.{layer}.{s}" for s in per_layer]
-        return names + ["ln_final.hook_normalized"]
+        return names + ["ln_final.hook_scale", "ln_final.hook_normalized"]
 
     def _components(self, layer: int) -> dict[str, str]:
         p = f"blocks.{layer}."
@@ -113,7 +114,10 @@ class HFTransformer(HookedModel):
 
     def _logits(self, tokens: Tensor, attention_mask: Tensor | None) -> Tensor:
         self._check_length(tokens.shape[1])
-        return self.hf_model(input_ids=tokens, attention_mask=attention_mask, position_ids=_positions(attention_mask),
+        positions = _positions(attention_mask)
+        if positions is None and self.table.pos_embed:  # hook_pos_embed is [batch, pos, d_model], as in TL
+            positions = torch.arange(tokens.shape[1], device=tokens.device).expand(tokens.shape)
+        return self.hf_model(input_ids=tokens, attention_mask=attention_mask, position_ids=positions,
                              use_cache=False).logits
 
     def _logits_from(self, layer: int, resid: Tensor, attention_mask: Tensor | None) -> Tensor:
@@ -217,11 +221,15 @@ class HFTransformer(HookedModel):
         t, fire = self.table, self._registry.fire
         layer = layer_of(name)
         if layer is None:
+            if name == "ln_final.hook_scale":
+                return [self._scale_hook(self.hf_model.get_submodule(t.final_norm), name)]
             modules = {"hook_embed": t.embed, "hook_pos_embed": t.pos_embed, "ln_final.hook_normalized": t.final_norm}
             return [self._on_output(self.hf_model.get_submodule(modules[name]), name)]
         block = self._blocks[layer]
         attn = block.get_submodule(t.attn)
         site = name.split(".", 2)[2]
+        if site in ("ln1.hook_scale", "ln2.hook_scale"):
+            return [self._scale_hook(block.get_submodule(t.ln1 if site[2] == "1" else t.ln2), name)]
         simple_outputs = {"ln1.hook_normalized": t.ln1, "ln2.hook_normalized": t.ln2, "hook_mlp_out": t.mlp,
                           "hook_attn_out": t.attn}
         if site in simple_outputs:
@@ -243,6 +251,20 @@ class HFTransformer(HookedModel):
         if site == "attn.hook_result":
             return [attn.get_submodule(t.o_proj).register_forward_hook(self._result_hook(name))]
         return []  # attention internals fire from the "interp" attention function
+
+    def _scale_hook(self, norm: nn.Module, name: str) -> Handle:
+        """``hook_scale`` of ``norm`` (see :mod:`interp.models.norms`): prepended, so that a replaced scale is in the
+        output the norm's ``hook_normalized`` sees."""
+        fire, centre, eps = self._registry.fire, self.table.norm == "LN", module_eps(norm)
+
+        def hook(module, args, out):
+            scale = norm_scale(args[0], eps, centre)
+            new = fire(name, scale)
+            if new is scale and not (torch.is_grad_enabled() and scale.requires_grad):
+                return None
+            return _with_first(out, rescaled(_first(out), scale, new, getattr(module, "bias", None)))
+
+        return norm.register_forward_hook(hook, prepend=True)
 
     def _on_output(self, module: nn.Module, name: str) -> Handle:
         fire = self._registry.fire
@@ -348,6 +370,55 @@ class HFTransformer(HookedModel):
         b_o = o_proj.bias if o_proj.bias is not None else o_proj.weight.new_zeros(d)
         return {"W_Q": wq, "W_K": wk, "W_V": wv, "W_O": self._w_o(o_proj), "b_Q": bq, "b_K": bk, "b_V": bv,
                 "b_O": b_o}
+
+    def _block_module(self, layer: int) -> nn.Module:
+        return self._blocks[layer]
+
+    def _mlp_weights(self, layer: int) -> dict[str, Tensor]:
+        """TransformerLens's MLP weights: ``W_in`` ``[d_model, d_mlp]`` (a gated MLP's linear branch), ``W_gate``
+        (gated MLPs only), ``W_out`` ``[d_mlp, d_model]``, ``b_in`` ``[d_mlp]``, ``b_out`` ``[d_model]`` (zeros when
+        the model has none); views of the parameters (``nn.Linear`` stores ``[out, in]``: transposed)."""
+        t = self.table
+        mlp = self._blocks[layer].get_submodule(t.mlp)
+
+        def as_in_out(proj: nn.Module) -> tuple[Tensor, Tensor]:
+            w = proj.weight if t.conv1d else proj.weight.T
+            b = proj.bias if getattr(proj, "bias", None) is not None else w.new_zeros(w.shape[1])
+            return w, b
+
+        out = {}
+        out["W_in"], out["b_in"] = as_in_out(mlp.get_submodule(t.mlp_in_proj))
+        if t.mlp_gate_proj is not None:
+            out["W_gate"] = as_in_out(mlp.get_submodule(t.mlp_gate_proj))[0]
+        out["W_out"], out["b_out"] = as_in_out(mlp.get_submodule(t.mlp_out_proj))
+        return out
+
+    def _norm_weights(self, which: str, layer: int | None) -> dict[str, Tensor]:
+        t = self.table
+        if which == "ln_final":
+            norm = self.hf_model.get_submodule(t.final_norm)
+        else:
+            norm = self._blocks[layer].get_submodule(t.ln1 if which == "ln1" else t.ln2)
+        w = norm.weight
+        return {"w": w, "b": norm.bias if getattr(norm, "bias", None) is not None else w.new_zeros(w.shape)}
+
+    def _config_fields(self) -> dict:
+        cfg, t = self.hf_model.config, self.table
+        rope = getattr(cfg, "rope_parameters", None) or {}
+        theta = rope.get("rope_theta", getattr(cfg, "rope_theta", None)) if isinstance(rope, dict) else None
+        d_mlp = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * self.d_model
+        archs = getattr(cfg, "architectures", None) or [type(self.hf_model).__name__]
+        return dict(
+            n_ctx=getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None),
+            d_mlp=d_mlp, act_fn=getattr(cfg, "hidden_act", None) or getattr(cfg, "activation_function", None),
+            eps=module_eps(self.hf_model.get_submodule(t.final_norm)), normalization_type=t.norm,
+            positional_embedding_type="rotary" if t.rotary else "standard",
+            rotary_dim=int(self.d_head * getattr(cfg, "partial_rotary_factor", 1.0)) if t.rotary else None,
+            rotary_base=float(theta) if t.rotary and theta is not None else None,
+            gated_mlp=t.mlp_gate_proj is not None, original_architecture=archs[0],
+            model_name=str(getattr(cfg, "_name_or_path", "") or archs[0]).rstrip("/").rsplit("/", 1)[-1],
+            tie_word_embeddings=bool(getattr(cfg, "tie_word_embeddings", False)),
+        )
 
     def _apply_part(self, which: str, layer: int | None, x: Tensor) -> Tensor:
         t = self.table

@@ -181,6 +181,41 @@ class TLModel(HookedModel):
             out[key] = w
         return out
 
+    def _block_module(self, layer: int) -> nn.Module:
+        return self.tl_model.blocks[layer]
+
+    def _mlp_weights(self, layer: int) -> dict[str, Tensor]:
+        mlp = self.tl_model.blocks[layer].mlp
+        out = {}
+        for key in ("W_in", "W_gate", "W_out", "b_in", "b_out"):
+            value = getattr(mlp, key, None)
+            if value is not None:
+                out[key] = value
+        if not {"W_in", "W_out"} <= set(out):
+            raise CapabilityError(f"this TransformerLens model's MLP ({type(mlp).__name__}) does not expose W_in/W_out")
+        out.setdefault("b_in", out["W_in"].new_zeros(out["W_in"].shape[-1]))
+        out.setdefault("b_out", out["W_out"].new_zeros(out["W_out"].shape[-1]))
+        return out
+
+    def _norm_weights(self, which: str, layer: int | None) -> dict[str, Tensor]:
+        """``w`` and ``b`` of a norm; ones and zeros where it has none (a folded ``LNPre``/``RMSPre`` norm: its weight
+        and bias are in the next layer's weights, ``W_U`` for the final norm)."""
+        norm = self.tl_model.ln_final if which == "ln_final" else getattr(self.tl_model.blocks[layer], which)
+        like = self.W_E
+        w, b = getattr(norm, "w", None), getattr(norm, "b", None)
+        return {"w": w if w is not None else like.new_ones(self.d_model),
+                "b": b if b is not None else like.new_zeros(self.d_model)}
+
+    def _config_fields(self) -> dict:
+        cfg = self.tl_model.cfg
+        names = ("n_ctx", "d_mlp", "act_fn", "eps", "normalization_type", "positional_embedding_type", "rotary_dim",
+                 "rotary_base", "gated_mlp", "attn_only", "parallel_attn_mlp", "tie_word_embeddings", "d_vocab_out",
+                 "original_architecture", "model_name", "default_prepend_bos", "attention_dir")
+        out = {n: getattr(cfg, n) for n in names if getattr(cfg, n, None) is not None}
+        if out.get("positional_embedding_type") not in (None, "standard", "rotary", "shortformer", "alibi"):
+            out["positional_embedding_type"] = "none"
+        return out
+
     def _apply_part(self, which: str, layer: int | None, x: Tensor) -> Tensor:
         if which == "ln_final":
             return self.tl_model.ln_final(x)

@@ -23,8 +23,10 @@ def expected_shapes(model, b, T):
         H, P, G, N = s.n_ssm_heads, s.head_dim, s.n_groups, s.d_state
         mixer = dict(x=(s.conv_dim,), gate=(s.d_inner,), conv_out=(H, P), dt=(H,), B=(G, N), C=(G, N),
                      ssm_state=(H, P, N), y=(H, P), out=(s.d_model,))
-    shapes = {"hook_embed": (b, T, s.d_model), "ln_final.hook_normalized": (b, T, s.d_model)}
+    shapes = {"hook_embed": (b, T, s.d_model), "ln_final.hook_normalized": (b, T, s.d_model),
+              "ln_final.hook_scale": (b, T, 1)}
     for layer in range(model.n_layers):
+        shapes[f"blocks.{layer}.ln1.hook_scale"] = (b, T, 1)
         for site in ("hook_resid_pre", "hook_mixer_out", "hook_resid_post"):
             shapes[f"blocks.{layer}.{site}"] = (b, T, s.d_model)
         for k, v in mixer.items():

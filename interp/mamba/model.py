@@ -96,9 +96,11 @@ class RMSNorm(nn.Module):
             return out
         scale = norm_scale(x, self.eps, centre=False)
         new = registry.fire(site, scale)
-        if new is scale and not (torch.is_grad_enabled() and scale.requires_grad):
+        grad = torch.is_grad_enabled() and scale.requires_grad
+        if new is scale and not grad:
             return out
-        return rescaled(out, scale, new, None)
+        old = norm_scale(x, self.eps, centre=False) if grad else scale  # its own node: the site's gradient is its own
+        return rescaled(out, old, new, None)
 
 
 class MambaBlock(nn.Module):

@@ -260,9 +260,11 @@ class HFTransformer(HookedModel):
         def hook(module, args, out):
             scale = norm_scale(args[0], eps, centre)
             new = fire(name, scale)
-            if new is scale and not (torch.is_grad_enabled() and scale.requires_grad):
+            grad = torch.is_grad_enabled() and scale.requires_grad
+            if new is scale and not grad:
                 return None
-            return _with_first(out, rescaled(_first(out), scale, new, getattr(module, "bias", None)))
+            old = norm_scale(args[0], eps, centre) if grad else scale  # its own node: the site's gradient is its own
+            return _with_first(out, rescaled(_first(out), old, new, getattr(module, "bias", None)))
 
         return norm.register_forward_hook(hook, prepend=True)
 
@@ -340,6 +342,11 @@ class HFTransformer(HookedModel):
 
     def _embed_weight(self) -> Tensor:
         return self.hf_model.get_input_embeddings().weight
+
+    def _pos_embed_weight(self) -> Tensor:
+        if self.table.pos_embed is None:
+            return super()._pos_embed_weight()
+        return self.hf_model.get_submodule(self.table.pos_embed).weight
 
     def _unembed(self) -> tuple[Tensor, Tensor]:
         head = self.hf_model.get_output_embeddings()

@@ -7,6 +7,9 @@ the mean over ``d_model`` for LayerNorm, 0 for RMSNorm). The site holds ``scale`
 dtype, computed in float32 as the norms themselves are. A hook that replaces it rescales the norm's output to
 ``(out - b) · scale / new + b``, which is the same norm with the new scale for any weight convention (``w`` or
 ``1 + w``); only then (or when gradients flow to the site) does the output differ from the module's own, by rounding.
+With gradients, the ``scale`` in that ratio is a second evaluation of the same formula, so that the gradient at the
+site is the loss's sensitivity to the scale alone (the output's dependence on ``x`` through ``(out - b) · scale`` is
+``w``, and through the site ``-(out - b) / scale``: together the norm's own Jacobian).
 """
 
 from __future__ import annotations

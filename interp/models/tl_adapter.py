@@ -160,6 +160,11 @@ class TLModel(HookedModel):
     def _unembed(self) -> tuple[Tensor, Tensor]:
         return self._weight("W_U"), self._weight("b_U")
 
+    def _pos_embed_weight(self) -> Tensor:
+        if getattr(self.tl_model.cfg, "positional_embedding_type", None) not in ("standard", "shortformer"):
+            return super()._pos_embed_weight()
+        return self._weight("W_pos")
+
     def _attention_weights(self, layer: int) -> dict[str, Tensor]:
         group = self.n_heads // self.n_kv_heads
         out = {}

@@ -57,6 +57,16 @@ class WeightsMixin:
         return self._embed_weight()
 
     @property
+    def W_pos(self) -> Tensor:
+        """Learned position embedding ``[n_ctx, d_model]`` (``hook_pos_embed == W_pos[positions]``); rotary and
+        recurrent models have none (``cfg.positional_embedding_type``)."""
+        return self._pos_embed_weight()
+
+    def _pos_embed_weight(self) -> Tensor:
+        raise CapabilityError(f"W_pos: this {self.arch} model has no learned position embedding (its "
+                              f"positional_embedding_type is {self.cfg.positional_embedding_type!r})")
+
+    @property
     def W_U(self) -> Tensor:
         """Unembedding ``[d_model, d_vocab]``: ``logits = ln_final.hook_normalized @ W_U + b_U``."""
         return self._unembed()[0]

@@ -47,7 +47,7 @@ ROWS = [
     ("patterns-cache-mask", lambda e: e.llama.attention_patterns(None, cache=_cache(e), attention_mask=e.tokens > 0),
      ValueError, r"attention_mask cannot be combined with cache=: the cache already holds its run's activations"),
     ("budget-exceeded", lambda e: e.llama.run_with_cache(e.tokens, memory_budget=1000), MemoryBudgetError,
-     r"run_with_cache would cache about .* for 36 sites at batch 2 × pos 6 .*above the memory budget of 1000 B "
+     r"run_with_cache would cache about .* for 41 sites at batch 2 × pos 6 .*above the memory budget of 1000 B "
      r"\(memory_budget=1000\)\. Cache fewer sites"),
     ("budget-exceeded-env", lambda e: e.setenv("INTERP_MEMORY_BUDGET", "1KiB").llama.run_with_cache(e.tokens),
      MemoryBudgetError, r"above the memory budget of 1\.0 KiB \(INTERP_MEMORY_BUDGET='1KiB'\)"),

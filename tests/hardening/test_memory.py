@@ -202,7 +202,7 @@ def test_smollm2_every_site_at_8x512(smollm2):
     assert smollm2.cache_size(tokens) == cache.nbytes()
     big = smollm2.cache_size((8, 512))
     assert 8 * 2**30 < big < 14 * 2**30
-    with pytest.raises(MemoryBudgetError, match=r"for 512 sites at batch 8 × pos 512 .*hook_pattern ×30"):
+    with pytest.raises(MemoryBudgetError, match=r"for 573 sites at batch 8 × pos 512 .*hook_pattern ×30"):
         smollm2.run_with_cache(torch.randint(4, 1000, (8, 512)), memory_budget="4GiB")
 
 

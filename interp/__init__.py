@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 # name -> module that defines it
 _EXPORTS = {
     "ActivationCache": "interp.cache",
+    "FactoredMatrix": "interp.factored_matrix",
     "HookInfo": "interp.hooks",
     "HookedModel": "interp.models.base",
     "load_model": "interp.models.loading",
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from interp.errors import CapabilityError as CapabilityError
     from interp.errors import CheckpointError as CheckpointError
     from interp.errors import MemoryBudgetError as MemoryBudgetError
+    from interp.factored_matrix import FactoredMatrix as FactoredMatrix
     from interp.hooks import HookInfo as HookInfo
     from interp.models.base import HookedModel as HookedModel
     from interp.models.loading import load_model as load_model

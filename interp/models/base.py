@@ -30,21 +30,21 @@ from torch import Tensor, nn
 from interp.cache import ActivationCache, check_cache_args, read_patterns
 from interp.checks import is_index
 from interp.errors import CapabilityError
-from interp.hooks import HookFn, HookRegistry, StopForward, layer_of
+from interp.hooks import HookRegistry, StopForward, layer_of
+from interp.models.hook_points import HookPointsMixin, HookSpec
 from interp.models.tokens import TokensMixin
 from interp.models.weights import WeightsMixin
 
 __all__ = ["HookedModel", "NamesFilter", "HookSpec"]
 
 NamesFilter = None | str | Sequence[str] | Callable[[str], bool]
-HookSpec = Sequence[tuple[str | Callable[[str], bool], HookFn]]
 RETURN_TYPES = ("logits", "loss", "both", None)
 FINAL_SITE = "ln_final.hook_normalized"
 """The final norm's output: a ``return_type=None`` pass ends once this site's hooks ran (no unembedding) where it
 is the model's last site (not on the TransformerLens wrappers, whose unembedding has sites of its own)."""
 
 
-class HookedModel(TokensMixin, WeightsMixin, nn.Module):
+class HookedModel(TokensMixin, WeightsMixin, HookPointsMixin, nn.Module):
     """A causal LM with TransformerLens-style hook sites.
 
     Attributes: ``n_layers``, ``n_heads`` (query heads; Mamba: SSM heads or channel groups), ``n_kv_heads``,
@@ -196,44 +196,6 @@ class HookedModel(TokensMixin, WeightsMixin, nn.Module):
             return p.device
         return torch.device("cpu")
 
-    # ------------------------------------------------------------------ hook contexts
-    def _expand(self, hooks: HookSpec, arg: str) -> list[tuple[str, HookFn]]:
-        pairs: list[tuple[str, HookFn]] = []
-        if isinstance(hooks, (str, bytes)) or not isinstance(hooks, (Sequence, Iterator)):
-            raise TypeError(f"{arg} must be a list of (name_or_predicate, fn) pairs; got {type(hooks).__name__}")
-        for i, item in enumerate(hooks):
-            if not (isinstance(item, (tuple, list)) and len(item) == 2 and callable(item[1])):
-                raise TypeError(f"{arg}[{i}] must be a (name_or_predicate, fn) pair; got {item!r}")
-            target, fn = item
-            names = [self.check_site(target)] if isinstance(target, str) else self.resolve_names(target)
-            pairs.extend((n, fn) for n in names)
-        return pairs
-
-    @contextmanager
-    def hooks(self, fwd_hooks: HookSpec = (), bwd_hooks: HookSpec = ()) -> Iterator[HookedModel]:
-        """Activate hooks for the ``with`` block; exactly these are removed on every exit path.
-
-        ``fwd_hooks`` / ``bwd_hooks`` hold ``(name_or_predicate, fn)`` pairs. A forward hook ``fn(act, *, hook)``
-        may return a replacement of the same shape; a backward hook ``fn(grad, *, hook)`` sees the gradient of the
-        loss with respect to the site's activation when ``backward()`` runs inside the block, and may return a
-        replacement. Contexts nest: each pair fires once per forward pass, outer contexts before inner ones.
-        """
-        fwd, bwd = self._expand(fwd_hooks, "fwd_hooks"), self._expand(bwd_hooks, "bwd_hooks")
-        with ExitStack() as stack:
-            stack.callback(self._sync_attached)  # runs after the registry dropped this context's entries
-            stack.enter_context(self._registry.active(fwd, bwd))
-            self._sync_attached()
-            yield self
-
-    def _sync_attached(self) -> None:
-        """Attach every hooked site not yet attached (in forward order); detach those no hook needs any more."""
-        wanted = self._registry.hooked_names()
-        for name in [n for n in self._attached if n not in wanted]:
-            self._attached.pop(name)()
-        for name in self.site_names():
-            if name in wanted and name not in self._attached:
-                self._attached[name] = self._attach(name)
-
     # ------------------------------------------------------------------ running
     def forward(self, input, *, attention_mask: Tensor | None = None, return_type: str | None = "logits",
                 loss_per_token: bool = False, stop_at_layer: int | None = None, start_at_layer: int | None = None,
@@ -288,24 +250,6 @@ class HookedModel(TokensMixin, WeightsMixin, nn.Module):
             raise RuntimeError(f"stop_at_layer={stop_at_layer}: the stop site {self._stop_site(stop)!r} never fired")
         return out, tokens, mask
 
-    @contextmanager
-    def _layer_window(self, start: int | None, stop: int | None, stop_site: str | None = None) -> Iterator[None]:
-        """Within the block, a forward pass ends with ``StopForward`` at layer ``stop``'s input (None: runs to the
-        end; or at ``stop_site``, after its hooks) and fires no hook of the sites before layer ``start`` (None:
-        fires them all)."""
-        reg = self._registry
-        with ExitStack() as stack:
-            if stop is not None or stop_site is not None:
-                site = self._stop_site(stop) if stop is not None else stop_site
-                stack.enter_context(self.hooks([(site, _nothing_hook)]))
-                old_stop, reg.stop_site = reg.stop_site, site
-                stack.callback(setattr, reg, "stop_site", old_stop)
-            if start is not None:
-                before = frozenset(self._sites_before(start))
-                old_mute, reg.mute = reg.mute, before.__contains__
-                stack.callback(setattr, reg, "mute", old_mute)
-            yield
-
     def _layer_bound(self, value, arg: str, allow_end: bool) -> int:
         if not is_index(value):
             raise TypeError(f"{arg} must be an int layer index; got {type(value).__name__}")
@@ -345,16 +289,6 @@ class HookedModel(TokensMixin, WeightsMixin, nn.Module):
             raise ValueError("a loss needs the token ids: pass tokens= with start_at_layer")
         loss = next_token_loss(logits, tokens, mask, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
-
-    def run_with_hooks(self, tokens, fwd_hooks: HookSpec = (), *, attention_mask: Tensor | None = None,
-                       **forward_kwargs):
-        """One forward pass (see :meth:`forward` for the keyword arguments) with ``fwd_hooks`` active. For backward
-        hooks use ``with model.hooks(fwd_hooks, bwd_hooks):`` around both the forward and the backward pass."""
-        if "bwd_hooks" in forward_kwargs:
-            raise TypeError("run_with_hooks: backward hooks must outlive the forward pass; use "
-                            "`with model.hooks(bwd_hooks=...):` around the forward and backward passes")
-        with self.hooks(fwd_hooks):
-            return self(tokens, attention_mask=attention_mask, **forward_kwargs)
 
     def run_with_cache(
         self, tokens, names_filter: NamesFilter = None, *, grad: bool = False,
@@ -484,7 +418,7 @@ class HookedModel(TokensMixin, WeightsMixin, nn.Module):
 
         return run_suffix(self, resid, start_at_layer, start_pos, prefix, rows=rows, stop_at_layer=stop_at_layer)
 
-    def generate(self, tokens, max_new_tokens: int = 10, **kwargs) -> Tensor:
+    def generate(self, tokens, max_new_tokens: int = 10, **kwargs) -> Any:
         """Extend ``tokens`` by up to ``max_new_tokens``; see :func:`interp.models.generate.generate`."""
         from interp.models.generate import generate
 
@@ -518,8 +452,4 @@ def next_token_loss(logits: Tensor, tokens: Tensor, mask: Tensor | None = None, 
 
 
 def _nothing() -> None:
-    return None
-
-
-def _nothing_hook(act: Tensor, *, hook) -> None:
     return None

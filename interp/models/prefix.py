@@ -66,7 +66,7 @@ def record_prefix(model: HookedModel, tokens) -> Prefix:
     tokens, mask = model._prepare(tokens, None)
     if mask is not None:
         raise ValueError("record_prefix: padded text is not supported; pass equal-length token ids")
-    with torch.no_grad():
+    with torch.no_grad(), model._registry.running():  # a pass of this model: its persistent hooks fire
         data = model._record_prefix(tokens)
     return Prefix(length=tokens.shape[1], batch=tokens.shape[0], data=data, owner=id(model))
 

@@ -52,6 +52,10 @@ class ActivationCache(ResidualMixin, AttributionMixin, Mapping[str, Tensor]):
                            f"e.g. {list(self._data)[:3]}")
         if isinstance(key, tuple) and len(key) == 3 and key[2] is None:  # TransformerLens: no layer_type
             key = key[:2]
+        if isinstance(key, tuple) and len(key) in (2, 3) and isinstance(key[0], str) and key[1] is None:
+            from interp.utils import get_act_name  # ("embed", None), ("scale", None, "ln_final"): no layer
+
+            return self._key(get_act_name(key[0], None, key[2] if len(key) == 3 else None))
         if isinstance(key, tuple) and len(key) in (2, 3) and isinstance(key[0], str) \
                 and isinstance(key[1], int) and not isinstance(key[1], bool) \
                 and (len(key) == 2 or isinstance(key[2], str)):

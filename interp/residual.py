@@ -18,6 +18,7 @@ included, so ``accumulated_resid(apply_ln=True) @ model.W_U + model.b_U`` are th
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 
 import torch
@@ -114,9 +115,12 @@ class ResidualMixin:
         return self
 
     def remove_batch_dim(self):
-        """Drop the batch axis of a one-row cache, in place; returns the cache. A cache of several rows raises."""
-        if not self.has_batch_dim:
-            raise ValueError("remove_batch_dim: this cache has no batch axis any more (it was removed already)")
+        """Drop the batch axis of a one-row cache, in place; returns the cache. A cache of several rows raises; a
+        second call warns and changes nothing."""
+        if not self.has_batch_dim:  # a re-run notebook cell: TransformerLens warns and changes nothing, as here
+            warnings.warn("remove_batch_dim: this cache has no batch axis any more (it was removed already); "
+                          "nothing changed", stacklevel=2)
+            return self
         b = self._batch_size()
         if b != 1:
             raise ValueError(f"remove_batch_dim: the cache holds {b} rows; only a one-row cache can drop its batch "

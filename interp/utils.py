@@ -19,7 +19,7 @@ _ALIASES = {"attn": "pattern", "attn_logits": "attn_scores", "key": "k", "query"
 _LAYER_TYPES = {"a": "attn", "m": "mlp", "b": "", "block": "", "blocks": "", "attention": "attn"}
 _ATTN_SITES = frozenset({"k", "v", "q", "z", "rot_k", "rot_q", "result", "pattern", "attn_scores"})
 _MLP_SITES = frozenset({"pre", "post", "mid", "pre_linear"})
-_SHORTHAND = re.compile(r"([a-z_]*[a-z])(\d+)([a-z]*)")
+_SHORTHAND = re.compile(r"([a-z]+)(\d+)([a-z]?.*)")  # TransformerLens's: "k6", "scale4ln1"; not "resid_pre0"
 
 
 def get_act_name(name: str, layer: int | str | None = None, layer_type: str | None = None) -> str:
@@ -28,7 +28,8 @@ def get_act_name(name: str, layer: int | str | None = None, layer_type: str | No
     ``name``: a site's short name (``"resid_pre"``, ``"pattern"``, ``"z"``, ``"post"``, ``"normalized"``, ...; the
     aliases ``attn`` = pattern, ``attn_logits`` = attn_scores, ``query``/``key``/``value`` = q/k/v,
     ``mlp_pre|mid|post`` = pre/mid/post), a full name (returned as it is), or the shorthand ``"k6"`` = ("k", 6)
-    (``"k6a"`` = ("k", 6, "a")). ``layer``: the block (None for sites outside blocks: ``"embed"`` ->
+    (``"k6a"`` = ("k", 6, "a"), ``"scale4ln1"`` = ("scale", 4, "ln1"); as in TransformerLens, only a name of letters
+    before the digits: ``"resid_pre0"`` is ``"hook_resid_pre0"``). ``layer``: the block (None for sites outside blocks: ``"embed"`` ->
     ``"hook_embed"``; ``"normalized"``/``"scale"`` -> the final norm's). ``layer_type``: ``"attn"``/``"a"``,
     ``"mlp"``/``"m"``, ``"ln1"``, ``"ln2"``, ``"ln_final"``, or ``"b"``/``"block"`` for the residual sites; inferred
     for attention and MLP sites. One deliberate difference: ``get_act_name("normalized", None, "ln_final")`` is
@@ -39,8 +40,8 @@ def get_act_name(name: str, layer: int | str | None = None, layer_type: str | No
     if layer is None and layer_type is None:
         if "." in name or name.startswith("hook_"):
             return name
-        short = _SHORTHAND.fullmatch(name)
-        if short and short.group(1) not in ("embed", "pos_embed"):
+        short = _SHORTHAND.match(name)
+        if short:
             name, layer, layer_type = short.group(1), int(short.group(2)), short.group(3) or None
     if layer is not None:
         if isinstance(layer, bool) or not isinstance(layer, (int, str)) or not str(layer).isdigit():

@@ -105,8 +105,13 @@ class WeightsMixin:
 
     W_in = property(lambda self: self._stacked_mlp("W_in"),
                     doc="MLP inputs ``[layer, d_model, d_mlp]`` (a gated MLP's linear branch).")
-    W_gate = property(lambda self: self._stacked_mlp("W_gate"),
-                      doc="Gates ``[layer, d_model, d_mlp]`` of a gated MLP: ``post = act(x W_gate) * (x W_in)``.")
+    @property
+    def W_gate(self) -> Tensor | None:
+        """Gates ``[layer, d_model, d_mlp]`` of a gated MLP: ``post = act(x W_gate) * (x W_in)``; None for an MLP
+        without a gate (TransformerLens's ``model.W_gate``; ``blocks[i].mlp.W_gate`` raises there)."""
+        if self.has_mlp and "W_gate" not in self._mlp_weights(0):
+            return None
+        return self._stacked_mlp("W_gate")
     W_out = property(lambda self: self._stacked_mlp("W_out"),
                      doc="MLP outputs ``[layer, d_mlp, d_model]``: ``hook_mlp_out = mlp.hook_post @ W_out + b_out``.")
     b_in = property(lambda self: self._stacked_mlp("b_in"), doc="MLP input biases ``[layer, d_mlp]``.")
@@ -140,6 +145,8 @@ class WeightsMixin:
             tokens = self.to_single_token(tokens)
         if is_index(tokens) and not isinstance(tokens, Tensor):
             tokens = torch.tensor(operator.index(tokens))
+        elif isinstance(tokens, Tensor) and tokens.numel() == 1:
+            tokens = tokens.reshape(())  # TransformerLens: any one-token tensor gives [d_model]
         if not isinstance(tokens, Tensor) or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
             raise TypeError(f"tokens must be a string, an int or an integer tensor of token ids; got "
                             f"{tokens.dtype if isinstance(tokens, Tensor) else type(tokens).__name__}")
@@ -147,8 +154,10 @@ class WeightsMixin:
             raise ValueError(f"tokens: ids must be in [0, {self.d_vocab}); got min {int(tokens.min())}, max "
                              f"{int(tokens.max())}")
         w_u = self.W_U
-        directions = w_u[:, tokens.to(w_u.device)].movedim(0, -1)
-        return directions * self._final_norm_weight().to(directions.dtype)
+        directions = w_u[:, tokens.to(w_u.device)].movedim(0, -1) * self._final_norm_weight().to(w_u.dtype)
+        if self.cfg.normalization_type in ("LN", "LNPre"):  # TL's fold_ln centres W_U after a LayerNorm
+            directions = directions - directions.mean(-1, keepdim=True)
+        return directions
 
     def _final_norm_weight(self) -> Tensor:
         """The final norm's elementwise weight ``[d_model]`` (ones where it has none, or where TransformerLens folded

@@ -90,17 +90,17 @@ def test_stack_head_results_at_layer_zero(pair):
     pair.both(check)
 
 
-def test_stack_head_results_layer_zero_remainder_is_the_final_stream(pair):
-    # TransformerLens pins this in its own test (test_stack_head_results_including_remainder): with no heads, the
-    # remainder is resid_post of layer -1, i.e. the *last* block's (ActivationCache.py: stack_head_results reads
-    # self[("resid_post", layer - 1)] and __getitem__ counts -1 from the end), not the stream entering block 0
-    def check(side):
-        stack, labels = side.cache.stack_head_results(layer=0, pos_slice=-1, incl_remainder=True, return_labels=True)
-        torch.testing.assert_close(stack, side.cache["resid_post", -1][None, :, -1], atol=0, rtol=0)
-        assert labels == ["remainder"]
-        return stack, labels
-
-    pair.both(check)
+def test_stack_head_results_layer_zero_remainder(pair):
+    # A deliberate difference. TransformerLens pins its own behaviour in test_stack_head_results_including_remainder:
+    # with no heads (layer=0) the remainder is resid_post of layer -1, i.e. the *last* block's (stack_head_results reads
+    # self[("resid_post", layer - 1)] and __getitem__ counts -1 from the end). Ours is the stream entering block 0,
+    # which is what "the rest of the residual stream before layer 0" is.
+    tl, ours = pair.tl.cache, pair.ours.cache
+    stack, labels = tl.stack_head_results(layer=0, pos_slice=-1, incl_remainder=True, return_labels=True)
+    torch.testing.assert_close(stack, tl["resid_post", -1][None, :, -1], atol=0, rtol=0)
+    stack, labels = ours.stack_head_results(layer=0, pos_slice=-1, incl_remainder=True, return_labels=True)
+    torch.testing.assert_close(stack, ours["resid_pre", 0][None, :, -1], atol=0, rtol=0)
+    assert labels == ["remainder"]
 
 
 @pytest.mark.parametrize("pos_slice", POS_SLICES, ids=POS_IDS)
@@ -195,15 +195,14 @@ def test_stack_neuron_results_at_layer_zero(pair):
     pair.both(check)
 
 
-def test_stack_neuron_results_layer_zero_remainder_is_the_final_stream(pair):
-    # as for heads, and pinned by TransformerLens's test_stack_neuron_results_including_remainder
-    def check(side):
-        stack, labels = side.cache.stack_neuron_results(0, pos_slice=-1, incl_remainder=True, return_labels=True)
-        torch.testing.assert_close(stack, side.cache["resid_post", -1][None, :, -1], atol=0, rtol=0)
-        assert labels == ["remainder"]
-        return stack, labels
-
-    pair.both(check)
+def test_stack_neuron_results_layer_zero_remainder(pair):
+    # as for heads (TransformerLens's test_stack_neuron_results_including_remainder pins its last-block quirk)
+    tl, ours = pair.tl.cache, pair.ours.cache
+    stack, labels = tl.stack_neuron_results(0, pos_slice=-1, incl_remainder=True, return_labels=True)
+    torch.testing.assert_close(stack, tl["resid_post", -1][None, :, -1], atol=0, rtol=0)
+    stack, labels = ours.stack_neuron_results(0, pos_slice=-1, incl_remainder=True, return_labels=True)
+    torch.testing.assert_close(stack, ours["resid_pre", 0][None, :, -1], atol=0, rtol=0)
+    assert labels == ["remainder"]
 
 
 @pytest.mark.parametrize("layer", [1, -1])

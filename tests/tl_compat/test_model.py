@@ -105,19 +105,16 @@ def test_factored_circuits_are_the_products(twins):
                                     torch.tensor([[5, 6, 7], [8, 9, 10]])],
                          ids=["int", "str", "scalar", "one", "1d", "2d"])
 def test_tokens_to_residual_directions(twins, tokens):
-    # ours: the final norm's weight times W_U[:, t]. The folded twin's W_U is that too, but for LayerNorm fold_ln also
-    # centres it along d_model (weight_processing.py:1678, whatever center_unembed says); the two differ by a multiple
-    # of the all-ones direction, which a centred (LayerNorm-scaled) stream never reads: compare them without it.
-    # TransformerLens gives [d_model] for a one-element 1-D tensor too (HookedTransformer.py:1101, 1115).
+    # ours: the final norm's weight times W_U[:, t], centred over d_model after a LayerNorm: exactly the folded twin's
+    # W_U[:, t] (TransformerLens's fold_ln also centres W_U after a LayerNorm, weight_processing.py:1678, whatever
+    # center_unembed says). TransformerLens gives [d_model] for a one-element 1-D tensor too (HookedTransformer.py:1101).
     ours = twins.ours.tokens_to_residual_directions(tokens)
+    twins.same(twins.folded.tokens_to_residual_directions(tokens), ours)
     ids = torch.as_tensor(twins.ours.to_single_token(tokens) if isinstance(tokens, str) else tokens).reshape(-1)
-    weighted = twins.unfolded.ln_final.w[:, None] * twins.unfolded.W_U  # [d_model, d_vocab], original weights
-    twins.same(weighted[:, ids].T, ours.reshape(-1, twins.ours.d_model), "w * W_U[:, t]")
-
-    def centre(x):
-        return x - x.mean(-1, keepdim=True) if twins.family == "gpt2" else x
-
-    twins.same(centre(twins.folded.tokens_to_residual_directions(tokens)), centre(ours))
+    weighted = (twins.unfolded.ln_final.w[:, None] * twins.unfolded.W_U)[:, ids].T  # original weights
+    if twins.family == "gpt2":
+        weighted = weighted - weighted.mean(-1, keepdim=True)
+    twins.same(weighted, ours.reshape(-1, twins.ours.d_model), "w * W_U[:, t], centred after a LayerNorm")
 
 
 def test_residual_directions_give_the_logits(twins):

@@ -29,9 +29,10 @@ def get_act_name(name: str, layer: int | str | None = None, layer_type: str | No
     aliases ``attn`` = pattern, ``attn_logits`` = attn_scores, ``query``/``key``/``value`` = q/k/v,
     ``mlp_pre|mid|post`` = pre/mid/post), a full name (returned as it is), or the shorthand ``"k6"`` = ("k", 6)
     (``"k6a"`` = ("k", 6, "a"), ``"scale4ln1"`` = ("scale", 4, "ln1"); as in TransformerLens, only a name of letters
-    before the digits: ``"resid_pre0"`` is ``"hook_resid_pre0"``). ``layer``: the block (None for sites outside blocks: ``"embed"`` ->
-    ``"hook_embed"``; ``"normalized"``/``"scale"`` -> the final norm's). ``layer_type``: ``"attn"``/``"a"``,
-    ``"mlp"``/``"m"``, ``"ln1"``, ``"ln2"``, ``"ln_final"``, or ``"b"``/``"block"`` for the residual sites; inferred
+    before the digits: ``"resid_pre0"`` is ``"hook_resid_pre0"``). ``layer``: the block (None for sites outside
+    blocks: ``"embed"`` -> ``"hook_embed"``; ``"normalized"``/``"scale"`` -> the final norm's). ``layer_type``:
+    ``"attn"``/``"a"``, ``"mlp"``/``"m"``, ``"ln1"``, ``"ln2"``, ``"ln_final"``, or ``"b"``/``"block"`` for the
+    residual sites; inferred
     for attention and MLP sites. One deliberate difference: ``get_act_name("normalized", None, "ln_final")`` is
     ``"ln_final.hook_normalized"`` (TransformerLens 3.9 doubles the prefix there, a name no model has).
     """

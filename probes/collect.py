@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import re
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,22 +66,15 @@ class Activations:
 
 
 def parse_bytes(value: int | float | str | None) -> int | None:
-    """``2_000_000``, ``"512MB"``, ``"2GiB"``, ``"1.5G"`` -> bytes (None stays None)."""
+    """A memory budget in bytes, read as everywhere in the toolkit (:func:`interp.models.memory.parse_budget`:
+    ``2_000_000``, ``"512MB"``, ``"2GiB"``, ``"1.5G"`` = 1.5 GiB, ``"80%"`` of the available memory); None and
+    ``"off"`` mean no limit (None)."""
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value <= 0:
-            raise ValueError(f"memory_budget must be positive; got {value}")
-        return int(value)
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)(i?)[bB]?\s*", str(value))
-    if not m:
-        raise ValueError(f"memory_budget must be a number of bytes or a size such as '512MB' or '2GiB'; got {value!r}")
-    base = 1024 if m.group(3) else 1000
-    power = " KMGT".index(m.group(2).upper() or " ")
-    out = int(float(m.group(1)) * base ** power)
-    if out <= 0:
-        raise ValueError(f"memory_budget must be positive; got {value!r}")
-    return out
+    from interp.models.memory import parse_budget
+
+    nbytes = parse_budget(value, "memory_budget")
+    return None if math.isinf(nbytes) else int(nbytes)
 
 
 def resolve_sites(model, sites: str | Sequence[str]) -> list[str]:

@@ -33,9 +33,14 @@ from torch import Tensor
 
 from interp.errors import MemoryBudgetError
 
-__all__ = ["DEFAULT_FRACTION", "ENV_VAR", "Budget", "CacheEstimate", "MemoryBudgetError", "available_memory",
+__all__ = ["BudgetLike", "DEFAULT_FRACTION", "ENV_VAR", "Budget", "CacheEstimate", "MemoryBudgetError",
+           "available_memory",
            "batch_slices", "cache_size", "check_cache_budget", "estimate_cache", "format_bytes", "max_batch_size",
            "parse_budget", "resolve_budget"]
+
+BudgetLike = int | float | str | None
+"""What every ``memory_budget=`` argument takes: bytes, ``"2GiB"``, ``"1.5G"`` (= 1.5 GiB), ``"80%"``, ``"off"``,
+None."""
 
 ENV_VAR = "INTERP_MEMORY_BUDGET"
 DEFAULT_FRACTION = 0.5

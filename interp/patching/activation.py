@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from interp.models.memory import BudgetLike
 from interp.patching.engine import Patch, Variant, run_variants
 from interp.patching.inputs import pair_tokens
 from interp.patching.metrics import bind_metric, evaluate_metric
@@ -62,7 +63,7 @@ def _cells(kind: SiteKind, layers: list[int], positions: list[int], heads: list[
 
 
 def run_patching(model, clean_tokens, corrupt_tokens, metric: Metric, site: str, *, positions=None, layers=None,
-                 batch_size: int | None = None, memory_budget: int | None = None, progress: bool = True) -> PatchRun:
+                 batch_size: int | None = None, memory_budget: BudgetLike = None, progress: bool = True) -> PatchRun:
     """The sweep behind every ``patch_*`` function, keeping the baselines and axes (see :func:`patch_activations`)."""
     kind = site_kind(model, site)
     clean, corrupt = pair_tokens(model, clean_tokens, corrupt_tokens)
@@ -93,7 +94,7 @@ def run_patching(model, clean_tokens, corrupt_tokens, metric: Metric, site: str,
 
 def patch_activations(model, clean_tokens, corrupt_tokens, metric: Metric, site: str, *,
                       positions: Sequence[int] | None = None, layers: Sequence[int] | None = None,
-                      batch_size: int | None = None, memory_budget: int | None = None,
+                      batch_size: int | None = None, memory_budget: BudgetLike = None,
                       progress: bool = True) -> Tensor:
     """Patch ``site`` (a keyword of :data:`interp.patching.SITES`: ``"resid"``, ``"attn_out"``, ``"heads"``,
     ``"ssm_state"``, ...) cell by cell from the clean run into the corrupted run; returns the metric per cell.
@@ -102,7 +103,8 @@ def patch_activations(model, clean_tokens, corrupt_tokens, metric: Metric, site:
     prompt i of the other). ``metric(logits [n, pos, d_vocab]) -> Tensor[n]``; each cell is its mean over the
     prompts (:func:`~interp.patching.logit_diff`, :func:`~interp.patching.target_prob`). ``positions`` / ``layers``
     restrict the sweep (default all). ``batch_size``: at most this many patched variants per forward;
-    ``memory_budget``: bytes the caches and batched forwards may use (default 2 GiB of working memory).
+    ``memory_budget``: what the caches and batched forwards may use (bytes, ``"2GiB"``, ``"1.5G"``, ``"80%"``,
+    ``"off"``; default 2 GiB of working memory).
     """
     return run_patching(model, clean_tokens, corrupt_tokens, metric, site, positions=positions, layers=layers,
                         batch_size=batch_size, memory_budget=memory_budget, progress=progress).values
@@ -110,7 +112,7 @@ def patch_activations(model, clean_tokens, corrupt_tokens, metric: Metric, site:
 
 def patch_residual(model, clean_tokens, corrupt_tokens, metric: Metric, *, positions: Sequence[int] | None = None,
                    layers: Sequence[int] | None = None, batch_size: int | None = None,
-                   memory_budget: int | None = None, progress: bool = True) -> Tensor:
+                   memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch the residual stream before each block (``hook_resid_pre``) at each position: ``Tensor[layer, pos]``
     (TransformerLens ``get_act_patch_resid_pre``). Arguments as :func:`patch_activations`."""
     return patch_activations(model, clean_tokens, corrupt_tokens, metric, "resid", positions=positions,
@@ -119,7 +121,7 @@ def patch_residual(model, clean_tokens, corrupt_tokens, metric: Metric, *, posit
 
 def patch_resid_mid(model, clean_tokens, corrupt_tokens, metric: Metric, *, positions: Sequence[int] | None = None,
                     layers: Sequence[int] | None = None, batch_size: int | None = None,
-                    memory_budget: int | None = None, progress: bool = True) -> Tensor:
+                    memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch the residual stream between attention and MLP (``hook_resid_mid``): ``Tensor[layer, pos]``
     (transformers; TransformerLens ``get_act_patch_resid_mid``)."""
     return patch_activations(model, clean_tokens, corrupt_tokens, metric, "resid_mid", positions=positions,
@@ -128,7 +130,7 @@ def patch_resid_mid(model, clean_tokens, corrupt_tokens, metric: Metric, *, posi
 
 def patch_attn_out(model, clean_tokens, corrupt_tokens, metric: Metric, *, positions: Sequence[int] | None = None,
                    layers: Sequence[int] | None = None, batch_size: int | None = None,
-                   memory_budget: int | None = None, progress: bool = True) -> Tensor:
+                   memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch each attention layer's output (``hook_attn_out``) at each position: ``Tensor[layer, pos]``
     (TransformerLens ``get_act_patch_attn_out``)."""
     return patch_activations(model, clean_tokens, corrupt_tokens, metric, "attn_out", positions=positions,
@@ -137,7 +139,7 @@ def patch_attn_out(model, clean_tokens, corrupt_tokens, metric: Metric, *, posit
 
 def patch_mlp_out(model, clean_tokens, corrupt_tokens, metric: Metric, *, positions: Sequence[int] | None = None,
                   layers: Sequence[int] | None = None, batch_size: int | None = None,
-                  memory_budget: int | None = None, progress: bool = True) -> Tensor:
+                  memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch each MLP's output (``hook_mlp_out``) at each position: ``Tensor[layer, pos]``
     (TransformerLens ``get_act_patch_mlp_out``)."""
     return patch_activations(model, clean_tokens, corrupt_tokens, metric, "mlp_out", positions=positions,
@@ -146,7 +148,7 @@ def patch_mlp_out(model, clean_tokens, corrupt_tokens, metric: Metric, *, positi
 
 def patch_mixer_out(model, clean_tokens, corrupt_tokens, metric: Metric, *, positions: Sequence[int] | None = None,
                     layers: Sequence[int] | None = None, batch_size: int | None = None,
-                    memory_budget: int | None = None, progress: bool = True) -> Tensor:
+                    memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch each Mamba mixer's output (``hook_mixer_out``) at each position: ``Tensor[layer, pos]``."""
     return patch_activations(model, clean_tokens, corrupt_tokens, metric, "mixer_out", positions=positions,
                              layers=layers, batch_size=batch_size, memory_budget=memory_budget, progress=progress)
@@ -154,7 +156,7 @@ def patch_mixer_out(model, clean_tokens, corrupt_tokens, metric: Metric, *, posi
 
 def patch_mixer(model, clean_tokens, corrupt_tokens, metric: Metric, component: str, *,
                 positions: Sequence[int] | None = None, layers: Sequence[int] | None = None,
-                batch_size: int | None = None, memory_budget: int | None = None, progress: bool = True) -> Tensor:
+                batch_size: int | None = None, memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch one Mamba mixer component at each (layer, position): ``Tensor[layer, pos]``. ``component``: a role of
     ``model.components(layer)`` -- ``"x"``, ``"gate"``, ``"conv"``, ``"dt"``, ``"B"``, ``"C"``, ``"ssm_state"``,
     ``"ssm"`` (the scan output y), ``"out"`` (Sharma et al. 2024 trace ``conv``, ``ssm``, ``gate``, ``out``).
@@ -167,7 +169,7 @@ def patch_mixer(model, clean_tokens, corrupt_tokens, metric: Metric, component: 
 
 def patch_ssm_state(model, clean_tokens, corrupt_tokens, metric: Metric, *, positions: Sequence[int] | None = None,
                     layers: Sequence[int] | None = None, batch_size: int | None = None,
-                    memory_budget: int | None = None, progress: bool = True) -> Tensor:
+                    memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch the Mamba SSM state ``h_p`` (``hook_ssm_state``) of each layer at each position: ``Tensor[layer, pos]``;
     the scan continues from the patched state (Gu & Dao 2023's recurrence)."""
     return patch_activations(model, clean_tokens, corrupt_tokens, metric, "ssm_state", positions=positions,
@@ -183,7 +185,7 @@ def _heads(model, clean_tokens, corrupt_tokens, metric, site: str, by_pos: bool,
 
 def patch_heads(model, clean_tokens, corrupt_tokens, metric: Metric, *, by_pos: bool = False,
                 positions: Sequence[int] | None = None, layers: Sequence[int] | None = None,
-                batch_size: int | None = None, memory_budget: int | None = None, progress: bool = True) -> Tensor:
+                batch_size: int | None = None, memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch each attention head's output (``hook_z``): ``Tensor[layer, head]`` over all positions, or with
     ``by_pos`` ``Tensor[layer, pos, head]`` (TransformerLens ``get_act_patch_attn_head_out_all_pos`` /
     ``_by_pos``)."""
@@ -193,7 +195,7 @@ def patch_heads(model, clean_tokens, corrupt_tokens, metric: Metric, *, by_pos: 
 
 def patch_head_q(model, clean_tokens, corrupt_tokens, metric: Metric, *, by_pos: bool = False,
                  positions: Sequence[int] | None = None, layers: Sequence[int] | None = None,
-                 batch_size: int | None = None, memory_budget: int | None = None, progress: bool = True) -> Tensor:
+                 batch_size: int | None = None, memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch each head's queries (``hook_q``): ``Tensor[layer, head]``, or ``[layer, pos, head]`` with ``by_pos``."""
     return _heads(model, clean_tokens, corrupt_tokens, metric, "q", by_pos, positions, layers, batch_size,
                   memory_budget, progress)
@@ -201,7 +203,7 @@ def patch_head_q(model, clean_tokens, corrupt_tokens, metric: Metric, *, by_pos:
 
 def patch_head_k(model, clean_tokens, corrupt_tokens, metric: Metric, *, by_pos: bool = False,
                  positions: Sequence[int] | None = None, layers: Sequence[int] | None = None,
-                 batch_size: int | None = None, memory_budget: int | None = None, progress: bool = True) -> Tensor:
+                 batch_size: int | None = None, memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch each key head's keys (``hook_k``; kv heads under grouped-query attention): ``Tensor[layer, kv_head]``,
     or ``[layer, pos, kv_head]`` with ``by_pos``."""
     return _heads(model, clean_tokens, corrupt_tokens, metric, "k", by_pos, positions, layers, batch_size,
@@ -210,7 +212,7 @@ def patch_head_k(model, clean_tokens, corrupt_tokens, metric: Metric, *, by_pos:
 
 def patch_head_v(model, clean_tokens, corrupt_tokens, metric: Metric, *, by_pos: bool = False,
                  positions: Sequence[int] | None = None, layers: Sequence[int] | None = None,
-                 batch_size: int | None = None, memory_budget: int | None = None, progress: bool = True) -> Tensor:
+                 batch_size: int | None = None, memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch each value head's values (``hook_v``; kv heads under grouped-query attention): ``Tensor[layer,
     kv_head]``, or ``[layer, pos, kv_head]`` with ``by_pos``."""
     return _heads(model, clean_tokens, corrupt_tokens, metric, "v", by_pos, positions, layers, batch_size,
@@ -219,7 +221,7 @@ def patch_head_v(model, clean_tokens, corrupt_tokens, metric: Metric, *, by_pos:
 
 def patch_head_pattern(model, clean_tokens, corrupt_tokens, metric: Metric, *, by_pos: bool = False,
                        positions: Sequence[int] | None = None, layers: Sequence[int] | None = None,
-                       batch_size: int | None = None, memory_budget: int | None = None,
+                       batch_size: int | None = None, memory_budget: BudgetLike = None,
                        progress: bool = True) -> Tensor:
     """Patch each head's attention pattern (``hook_pattern``): ``Tensor[layer, head]`` (the whole pattern), or with
     ``by_pos`` one query row at a time, ``Tensor[layer, head, dest_pos]`` (TransformerLens

@@ -44,6 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="HTML report to write")
     p.add_argument("--json", help="JSON result to write")
     p.add_argument("--batch-size", type=int, default=None, help="patched variants per forward (default: memory)")
-    p.add_argument("--memory-budget", type=int, default=None, help="bytes for caches and batched forwards")
+    p.add_argument("--memory-budget", default=None,
+                   help="memory for caches and batched forwards: bytes, '2GiB', '1.5G', '80%%' or 'off'")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_patch)

@@ -20,12 +20,15 @@ corrupted run); every patching function, causal tracing and its severed variant 
 5. **Only the logits the metric reads.** A :class:`~interp.patching.metrics.Metric` names its positions; the
    unembedding (for SmolLM2 as costly as eight blocks per position) is computed there only.
 
-Chunking: at most ``batch_size`` variants per batched forward, and as many as ``memory_budget`` (bytes) allows
-after the caches (a budget too small for one variant raises, naming the minimum); a tqdm bar counts variants.
+Chunking: at most ``batch_size`` variants per batched forward, and as many as ``memory_budget`` allows after the
+caches (bytes or a size string, read by :func:`interp.models.memory.parse_budget` as everywhere: ``"2GiB"``, ``"80%"``,
+``"off"``; a budget too small for one variant raises, naming the minimum); a tqdm bar counts variants.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +37,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp.models.memory import tensor_bytes
+from interp.models.memory import BudgetLike, parse_budget, tensor_bytes
 from interp.patching.metrics import Metric, evaluate_metric
 from interp.patching.sites import Setter
 
@@ -70,7 +73,7 @@ class Variant:
 
 
 def run_variants(model, corrupt_tokens: Tensor, variants: Sequence[Variant], metric, clean: dict[str, Tensor], *,
-                 corrupt_hooks: Sequence = (), batch_size: int | None = None, memory_budget: int | None = None,
+                 corrupt_hooks: Sequence = (), batch_size: int | None = None, memory_budget: BudgetLike = None,
                  progress: bool = True, desc: str = "patching") -> tuple[Tensor, Tensor]:
     """Metric of every variant, averaged over the prompts: ``(values [len(variants)], corrupt_metric [n])``.
 
@@ -149,7 +152,7 @@ class _Plan:
                 return False
         return True
 
-    def chunk_size(self, batch_size: int | None, memory_budget: int | None) -> int:
+    def chunk_size(self, batch_size: int | None, memory_budget: BudgetLike) -> int:
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                        or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int (variants per forward); got {batch_size!r}")
@@ -157,16 +160,17 @@ class _Plan:
         if self.prefix is not None:
             fixed += self.prefix.nbytes()
         per_variant = self.n * self._row_bytes()
+        budget = DEFAULT_MEMORY_BUDGET
         if memory_budget is not None:
-            if isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget <= 0:
-                raise ValueError(f"memory_budget must be a positive int (bytes); got {memory_budget!r}")
-            if memory_budget < fixed + per_variant:
+            budget = parse_budget(memory_budget, "memory_budget", self.logits.device)  # bytes, "2GiB", "80%", "off"
+            if budget < fixed + per_variant:
                 raise ValueError(
-                    f"memory_budget={memory_budget} bytes is too small for one patched forward: the minimum is "
-                    f"{fixed + per_variant} bytes ({fixed} for the clean and corrupted caches + {per_variant} for one "
-                    f"variant of {self.n} rows)")
-        budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
-        chunk = max(1, (budget - fixed) // per_variant)
+                    f"memory_budget={memory_budget!r} ({int(budget)} bytes) is too small for one patched forward: the "
+                    f"minimum is {fixed + per_variant} bytes ({fixed} for the clean and corrupted caches + "
+                    f"{per_variant} for one variant of {self.n} rows)")
+        if math.isinf(budget):  # "off": only batch_size bounds a batch
+            return int(batch_size or sys.maxsize)
+        chunk = max(1, int(budget - fixed) // per_variant)
         return int(min(chunk, batch_size or chunk))
 
     def _row_bytes(self) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
+from interp.models.memory import BudgetLike
 from interp.reports import Result, figure_html, table_html
 from interp.reports.html import escape
 
@@ -108,7 +109,7 @@ class PatchResult(Result):
 
 
 def sweep(model, clean_tokens, corrupt_tokens, metric, site: str = "resid", *, positions: Sequence[int] | None = None,
-          layers: Sequence[int] | None = None, batch_size: int | None = None, memory_budget: int | None = None,
+          layers: Sequence[int] | None = None, batch_size: int | None = None, memory_budget: BudgetLike = None,
           progress: bool = True) -> PatchResult:
     """Activation patching of ``site`` as a :class:`PatchResult` (values as :func:`interp.patching.patch_activations`
     returns them, plus baselines and token strings for the plot and the HTML report)."""

@@ -48,7 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--samples", type=int, default=10, help="noise samples (default 10)")
     p.add_argument("--noise", type=float, default=3.0, help="noise std as a multiple of std(W_E) (default 3)")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
-    p.add_argument("--memory-budget", type=int, default=None, help="bytes for caches and batched forwards")
+    p.add_argument("--memory-budget", default=None,
+                   help="memory for caches and batched forwards: bytes, '2GiB', '1.5G', '80%%' or 'off'")
     p.add_argument("--out", help="HTML report to write")
     p.add_argument("--json", help="JSON result to write")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

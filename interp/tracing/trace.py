@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from interp.models.memory import BudgetLike
 from interp.patching.engine import Patch, Variant, run_variants
 from interp.patching.metrics import target_prob
 from interp.patching.sites import set_positions
@@ -85,7 +86,7 @@ def _check_int(value, arg: str, low: int) -> int:
 def causal_trace(model, prompt, subject, target=None, *, samples: int = 10, noise: float = 3.0, site: str = "resid",
                  window: int = 10, restore: str = "token", sever: str | None = None, seed: int = 0,
                  layers: Sequence[int] | None = None, batch_size: int | None = None,
-                 memory_budget: int | None = None, progress: bool = True) -> TraceResult:
+                 memory_budget: BudgetLike = None, progress: bool = True) -> TraceResult:
     """Causal trace of ``prompt`` (see the module docstring for the protocol) -> :class:`TraceResult` with the
     restored probability per (layer, token or span), the indirect and total effects, and a ROME-style heatmap.
 

@@ -47,14 +47,14 @@ def test_block_views_are_the_stacked_weights(kind):
         torch.testing.assert_close(ov.AB[0], m.W_V[0] @ m.W_O[0], rtol=1e-5, atol=1e-6)
     else:
         with pytest.raises(CapabilityError, match=r"mixer"):
-            last.attn
+            _ = last.attn
         assert last.mixer is m.blocks[m.n_layers - 1].mixer  # the module itself, for code that reached for it
     if m.has_mlp:
         torch.testing.assert_close(last.mlp.W_out, m.W_out[-1], rtol=0, atol=0)
         assert last.mlp.W_in.shape == (m.d_model, m.cfg.d_mlp)
     else:
         with pytest.raises(CapabilityError, match="no MLP"):
-            last.mlp
+            _ = last.mlp
     with pytest.raises(IndexError):
         m.blocks[m.n_layers]
     assert [b._layer for b in m.blocks[1:]] == list(range(1, m.n_layers))
@@ -262,7 +262,7 @@ def test_position_embedding_weight(kind):
     m = kind.model
     if m.cfg.positional_embedding_type != "standard":
         with pytest.raises(CapabilityError, match="no learned position embedding"):
-            m.W_pos
+            _ = m.W_pos
         return
     t = _tokens(m, b=2, T=5)
     _, cache = m.run_with_cache(t, names_filter="hook_pos_embed")

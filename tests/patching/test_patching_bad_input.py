@@ -55,8 +55,12 @@ def test_memory_budget_too_small_names_the_minimum(tiny, prompt_pair):
     minimum = int(str(err.value).split("the minimum is ")[1].split(" ")[0])
     out = patching.patch_residual(model, clean, corrupt, metric, memory_budget=minimum, progress=False)
     torch.testing.assert_close(out, patching.patch_residual(model, clean, corrupt, metric, progress=False))
-    with pytest.raises(ValueError, match="memory_budget must be a positive int"):
+    with pytest.raises(ValueError, match="memory_budget must be > 0 bytes"):
         patching.patch_residual(model, clean, corrupt, metric, memory_budget=-5, progress=False)
+    # one budget type everywhere: the same strings as run_with_cache's
+    for budget in ("off", "80%", f"{minimum}B", 2.0**40):
+        torch.testing.assert_close(patching.patch_residual(model, clean, corrupt, metric, memory_budget=budget,
+                                                           progress=False), out)
 
 
 def test_site_the_model_does_not_have(tiny, prompt_pair):

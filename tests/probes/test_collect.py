@@ -112,7 +112,7 @@ def test_bad_input(llama):
         Position.parse("middle")
     with pytest.raises(ValueError, match="bad regular expression"):
         Position.parse("regex:(")
-    with pytest.raises(ValueError, match="memory_budget must be"):
+    with pytest.raises(ValueError, match="memory_budget='lots' is not a memory size"):
         collect_activations(llama, TEXTS, "blocks.0.hook_resid_post", memory_budget="lots", progress=False)
     with pytest.raises(TypeError, match="texts must be"):
         collect_activations(llama, "one text", "blocks.0.hook_resid_post", progress=False)

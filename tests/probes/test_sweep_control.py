@@ -123,7 +123,7 @@ def test_default_single_type_is_not_applicable_but_given_single_type_raises():
     (dict(position="middle"), ValueError, "is not a rule"),
     (dict(position="regex:zzz"), ValueError, "finds no token in 24 text"),
     (dict(batch_size=0), ValueError, "batch_size must be a positive int"),
-    (dict(memory_budget="lots"), ValueError, "memory_budget must be"),
+    (dict(memory_budget="lots"), ValueError, "memory_budget=.lots. is not a memory size"),
 ])
 def test_bad_arguments_raise_before_any_forward_pass(model, no_forward, kwargs, error, pattern):
     kwargs = {"texts": TEXTS, "labels": LABELS, "folds": 3, **kwargs}

@@ -107,7 +107,8 @@ def test_factored_circuits_are_the_products(twins):
 def test_tokens_to_residual_directions(twins, tokens):
     # ours: the final norm's weight times W_U[:, t], centred over d_model after a LayerNorm: exactly the folded twin's
     # W_U[:, t] (TransformerLens's fold_ln also centres W_U after a LayerNorm, weight_processing.py:1678, whatever
-    # center_unembed says). TransformerLens gives [d_model] for a one-element 1-D tensor too (HookedTransformer.py:1101).
+    # center_unembed says). TransformerLens gives [d_model] for a one-element 1-D tensor too
+    # (HookedTransformer.py:1101).
     ours = twins.ours.tokens_to_residual_directions(tokens)
     twins.same(twins.folded.tokens_to_residual_directions(tokens), ours)
     ids = torch.as_tensor(twins.ours.to_single_token(tokens) if isinstance(tokens, str) else tokens).reshape(-1)

@@ -81,7 +81,9 @@ _RUNNING: ContextVar[HookRegistry | None] = ContextVar("interp_running_registry"
 
 
 class StopForward(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """Raised at the stop site of a ``stop_at_layer`` run; carries the activation there."""
+    """Ends a forward pass early, carrying the activation where it stopped: raised at the stop site of a
+    ``stop_at_layer`` run, and by a hook that has read all it needs (``raise StopForward(act)``: the model call then
+    returns ``act`` instead of logits; the toolkit's one early-stop signal)."""
 
     def __init__(self, act: Tensor) -> None:
         super().__init__("stop_at_layer reached")

@@ -40,6 +40,7 @@ from torch import Tensor
 from interp.atomic import atomic_save_safetensors, atomic_write_json
 from interp.checks import check_device, check_int
 from interp.files import check_safetensors, read_json_object
+from interp.hooks import StopForward
 from interp.models.memory import MemoryBudgetError, format_bytes, resolve_budget
 from interp.saes.tokens import builtin_corpus, load_tokens, pack_texts  # noqa: F401  (re-exported)
 
@@ -58,10 +59,6 @@ __all__ = [
 ]
 
 CACHE_META = "activations.json"
-
-
-class _StopForward(Exception):
-    """Raised by the grabbing hook to end the forward pass after the site's layer."""
 
 
 def site_activations(model, site: str, tokens: Tensor) -> Tensor:
@@ -84,14 +81,10 @@ def sites_activations(model, sites, tokens: Tensor) -> list[Tensor]:
     def grab(act: Tensor, *, hook) -> None:
         grabbed[hook.name] = act.detach()
         if len(grabbed) == len(set(sites)):
-            raise _StopForward
+            raise StopForward(act)  # the model's own early stop: the rest of the forward is not needed
 
-    with torch.no_grad():
-        try:
-            with model.hooks([(s, grab) for s in dict.fromkeys(sites)]):
-                model(tokens)
-        except _StopForward:
-            pass
+    with torch.no_grad(), model.hooks([(s, grab) for s in dict.fromkeys(sites)]):
+        model(tokens)
     out = []
     for site in sites:
         if site not in grabbed:

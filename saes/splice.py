@@ -30,37 +30,13 @@ from interp.saes.metadata import latent_site_name, resolve_sites
 __all__ = ["extra_sites", "splice"]
 
 
-def _nothing() -> None:
-    return None
-
-
-@contextmanager
-def extra_sites(model, names_after: Sequence[tuple[str, str]]) -> Iterator[None]:
-    """Make each ``name`` a hook site of ``model`` for the block, placed right after site ``after`` in forward order
-    (so ``check_site``, ``hooks``, ``run_with_cache`` and ``start_at_layer`` treat it like a built-in site). The
-    caller fires it with ``model._registry.fire(name, act)``. Nothing attaches to the model's modules for it."""
-    sites = model.site_names()
+def extra_sites(model, names_after: Sequence[tuple[str, str]]):
+    """Make each ``name`` a hook site of ``model`` for the block, right after site ``after`` in forward order
+    (``HookedModel.added_sites``); the splice fires it with ``model.fire_site(name, act)``."""
     for name, after in names_after:
-        if name in sites:
+        if name in model.site_names():
             raise ValueError(f"site {name!r} already exists on this model (is an SAE already spliced at {after!r}?)")
-        sites.insert(sites.index(model.check_site(after)) + 1, name)
-    extra = frozenset(n for n, _ in names_after)
-    old_sites, own = model._sites_cache, model.__dict__.get("_attach")
-    inner = model._attach
-
-    def attach(name: str):
-        return _nothing if name in extra else inner(name)
-
-    model._sites_cache = tuple(sites)
-    model.__dict__["_attach"] = attach
-    try:
-        yield
-    finally:
-        model._sites_cache = old_sites
-        if own is None:
-            model.__dict__.pop("_attach", None)
-        else:
-            model.__dict__["_attach"] = own
+    return model.added_sites(names_after)
 
 
 class _Splice:
@@ -103,7 +79,7 @@ class _Splice:
                                    "between them?)")
         sae = self.sae
         z = sae.activation(sae.pre_acts(x.to(sae.W_enc.device, sae.W_enc.dtype)))
-        edited = self.model._registry.fire(self.latents_site, z)
+        edited = self.model.fire_site(self.latents_site, z)
         if self.error_term:
             delta = sae.decode(edited) - sae.decode(z).detach()  # exactly 0 when the latents were not edited
             out = target.detach() + delta.to(target.device, target.dtype)

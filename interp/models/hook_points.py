@@ -258,9 +258,40 @@ class HookPointsMixin:
         wanted = self._registry.hooked_names()
         for name in [n for n in self._attached if n not in wanted]:
             self._attached.pop(name)()
+        added = self.__dict__.get("_added_sites", ())
         for name in self.site_names():  # type: ignore[attr-defined]
             if name in wanted and name not in self._attached:
-                self._attached[name] = self._attach(name)  # type: ignore[attr-defined]
+                # a site added by added_sites() is fired by its owner: nothing to attach
+                self._attached[name] = _detach_nothing if name in added else self._attach(name)  # type: ignore
+
+    @contextmanager
+    def added_sites(self, names_after: Sequence[tuple[str, str]]) -> Iterator[None]:
+        """Within the block, each ``name`` of ``names_after`` (``(name, after)`` pairs) is a hook site of this model,
+        right after site ``after`` in forward order, so ``check_site``, ``hooks``, ``run_with_cache``, ``hook_dict``
+        and ``start_at_layer`` treat it as a built-in site. Whoever added it fires it with :meth:`fire_site` inside
+        the forward pass (e.g. an SAE spliced at ``after`` fires its latents; :mod:`interp.saes.splice`); nothing
+        attaches to the model's modules for it. Blocks nest; a name that already is a site raises."""
+        sites = self.site_names()  # type: ignore[attr-defined]
+        names = [n for n, _ in names_after]
+        for name, after in names_after:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"added_sites: a site name must be a non-empty string; got {name!r}")
+            if name in sites:
+                raise ValueError(f"added_sites: {name!r} already is a site of this model")
+            sites.insert(sites.index(self.check_site(after)) + 1, name)  # type: ignore[attr-defined]
+        old_sites, old_added = self._sites_cache, self.__dict__.get("_added_sites", frozenset())
+        self._sites_cache = tuple(sites)
+        self.__dict__["_added_sites"] = old_added | frozenset(names)
+        try:
+            yield
+        finally:
+            self._sites_cache = old_sites
+            self.__dict__["_added_sites"] = old_added
+
+    def fire_site(self, name: str, act: Tensor) -> Tensor:
+        """Fire the hooks at site ``name`` on ``act`` and return the (possibly replaced) activation: how code that
+        computes a site itself (an added site, see :meth:`added_sites`) exposes it to hooks and caches."""
+        return self._registry.fire(name, act)
 
     def run_with_hooks(self, tokens, fwd_hooks: HookSpec = (), *, bwd_hooks: HookSpec = (),
                        reset_hooks_end: bool = True, clear_contexts: bool = False,
@@ -313,4 +344,8 @@ def _check_flag(value, arg: str) -> None:
 
 
 def _nothing_hook(act: Tensor, *, hook) -> None:
+    return None
+
+
+def _detach_nothing() -> None:
     return None

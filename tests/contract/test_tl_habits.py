@@ -267,3 +267,31 @@ def test_position_embedding_weight(kind):
     t = _tokens(m, b=2, T=5)
     _, cache = m.run_with_cache(t, names_filter="hook_pos_embed")
     torch.testing.assert_close(cache["pos_embed"], m.W_pos[:5].expand(2, 5, m.d_model), rtol=0, atol=0)
+
+
+def test_added_sites_are_sites_for_the_block(kind):
+    """The public extension point SAE splicing uses: a site added for a block, fired by its owner inside the pass."""
+    m = kind.model
+    t = _tokens(m)
+    after = m.components(0)["resid_post"]
+    name = "blocks.0.hook_extra"
+
+    def owner(act, hook):
+        return m.fire_site(name, act)  # the owner computes the site's value and lets hooks see / replace it
+
+    with m.added_sites([(name, after)]):
+        sites = m.site_names()
+        assert sites[sites.index(after) + 1] == name and name in m.hook_dict
+        with m.hooks([(after, owner)]):
+            _, cache = m.run_with_cache(t, names_filter=[name, after])
+            torch.testing.assert_close(cache[name], cache[after], rtol=0, atol=0)
+            patched = m.run_with_hooks(t, [(name, lambda a, hook: a * 0)])
+        zeroed = m.run_with_hooks(t, [(after, lambda a, hook: a * 0)])
+        torch.testing.assert_close(patched, zeroed, rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match="already is a site"):
+            with m.added_sites([(name, after)]):
+                pass
+    assert name not in m.site_names()
+    with pytest.raises(KeyError, match="unknown hook site"):
+        m.check_site(name)
+    assert kind.torch_hooks() == 0 or kind.name == "bridge"

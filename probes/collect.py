@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from interp.models.loading import as_hooked
 from interp.probes.positions import Position, resolve
 
 __all__ = ["Activations", "collect_activations", "resolve_sites", "parse_bytes"]
@@ -124,6 +125,7 @@ def collect_activations(model, texts: Sequence[str] | Tensor, sites: str | Seque
     overflows raises). ``memory_budget``: bytes (or ``"2GiB"``) the stored rows may take; checked after the first
     batch, before the rest is allocated.
     """
+    model = as_hooked(model, "collect_activations")
     from tqdm.auto import tqdm
 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from interp.models.loading import as_hooked
 from interp.probes.base import Probe
 from interp.reports import Result
 
@@ -187,6 +188,7 @@ def steering_curve(model, texts: Sequence[str], site: str, direction, coeffs: Se
                    cls: int | str | None = None, batch_size: int = 16) -> SteeringResult:
     """``metric(last-position logits [b, vocab]) -> [b]`` on ``texts`` with ``direction`` applied at ``site`` for
     each coefficient (the rows' own last real token is read, whatever the padding)."""
+    model = as_hooked(model, "steering_curve")
     if isinstance(texts, str) or not texts or not all(isinstance(t, str) for t in texts):
         raise TypeError("texts must be a non-empty list of strings")
     coeffs = [float(c) for c in coeffs]
@@ -227,6 +229,7 @@ def generate_steered(model, prompt: str, site: str, direction, coeffs: Sequence[
                      cls: int | str | None = None) -> dict[float, str]:
     """Greedy continuations of ``prompt`` with ``direction`` applied at ``site``, per coefficient (the hooks fire
     at every generation step)."""
+    model = as_hooked(model, "generate_steered")
     vec = as_direction(direction, cls=cls)
     out = {}
     n_prompt = model.to_tokens(prompt).shape[1]

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from interp.checks import check_int
 from interp.hooks import layer_of
+from interp.models.loading import as_hooked
 from interp.probes.collect import Activations, collect_activations
 from interp.probes.control import NOT_RUN, check_control, control_labels, default_types
 from interp.probes.families import MassMeanProbe, RidgeProbe
@@ -194,6 +195,7 @@ def layer_sweep(model, texts: Sequence[str] | Tensor, labels: Sequence, sites: s
     ``memory_budget`` and :func:`sweep_activations` for the rest (``control``, ``control_types`` included).
     Every argument is checked before the first forward pass (the sites and position rule by
     :func:`collect_activations`, over every text)."""
+    model = as_hooked(model, "layer_sweep")
     _check_args(labels, _n_texts(texts), folds, family=family, C=C, alpha=alpha, control=control,
                 control_types=control_types, shuffles=shuffles, seed=seed, max_iter=max_iter, tol=tol,
                 normalize=normalize, keep_probes=keep_probes)

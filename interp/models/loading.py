@@ -13,7 +13,8 @@ from interp.errors import CheckpointError, import_failure
 from interp.files import check_safetensors, read_json_object
 from interp.models.base import HookedModel
 
-__all__ = ["load_model", "wrap", "ACCEPTED", "check_weight_files", "from_pretrained_checked", "transformers_origin"]
+__all__ = ["as_hooked", "load_model", "wrap", "ACCEPTED", "check_weight_files", "from_pretrained_checked",
+           "transformers_origin"]
 
 ACCEPTED = (
     "'smollm2' (alias 'smollm2-135m'): the embedded SmolLM2-135M-Instruct; "
@@ -219,3 +220,14 @@ def wrap(obj: Any, tokenizer: Any = None) -> HookedModel:
 
         return HFTransformer(obj, tokenizer=tokenizer)
     raise TypeError(f"cannot wrap a {type(obj).__name__}. Accepted: {ACCEPTED}")
+
+
+def as_hooked(model: Any, fn: str) -> HookedModel:
+    """``model`` for the analysis ``fn``: a :class:`HookedModel` as it is, anything :func:`wrap` accepts (a Hugging
+    Face, TransformerLens or nnsight model) wrapped; anything else a TypeError naming ``fn``."""
+    if isinstance(model, HookedModel):
+        return model
+    try:
+        return wrap(model)
+    except TypeError as err:
+        raise TypeError(f"{fn}: model must be an interp HookedModel or a model interp.wrap accepts; {err}") from None

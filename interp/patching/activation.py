@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from interp.models.loading import as_hooked
 from interp.models.memory import BudgetLike
 from interp.patching.engine import Patch, Variant, run_variants
 from interp.patching.inputs import pair_tokens
@@ -65,6 +66,7 @@ def _cells(kind: SiteKind, layers: list[int], positions: list[int], heads: list[
 def run_patching(model, clean_tokens, corrupt_tokens, metric: Metric, site: str, *, positions=None, layers=None,
                  batch_size: int | None = None, memory_budget: BudgetLike = None, progress: bool = True) -> PatchRun:
     """The sweep behind every ``patch_*`` function, keeping the baselines and axes (see :func:`patch_activations`)."""
+    model = as_hooked(model, "run_patching")
     kind = site_kind(model, site)
     clean, corrupt = pair_tokens(model, clean_tokens, corrupt_tokens)
     n, T = clean.shape
@@ -106,6 +108,7 @@ def patch_activations(model, clean_tokens, corrupt_tokens, metric: Metric, site:
     ``memory_budget``: what the caches and batched forwards may use (bytes, ``"2GiB"``, ``"1.5G"``, ``"80%"``,
     ``"off"``; default 2 GiB of working memory).
     """
+    model = as_hooked(model, "patch_activations")
     return run_patching(model, clean_tokens, corrupt_tokens, metric, site, positions=positions, layers=layers,
                         batch_size=batch_size, memory_budget=memory_budget, progress=progress).values
 
@@ -115,6 +118,7 @@ def patch_residual(model, clean_tokens, corrupt_tokens, metric: Metric, *, posit
                    memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch the residual stream before each block (``hook_resid_pre``) at each position: ``Tensor[layer, pos]``
     (TransformerLens ``get_act_patch_resid_pre``). Arguments as :func:`patch_activations`."""
+    model = as_hooked(model, "patch_residual")
     return patch_activations(model, clean_tokens, corrupt_tokens, metric, "resid", positions=positions,
                              layers=layers, batch_size=batch_size, memory_budget=memory_budget, progress=progress)
 
@@ -124,6 +128,7 @@ def patch_resid_mid(model, clean_tokens, corrupt_tokens, metric: Metric, *, posi
                     memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch the residual stream between attention and MLP (``hook_resid_mid``): ``Tensor[layer, pos]``
     (transformers; TransformerLens ``get_act_patch_resid_mid``)."""
+    model = as_hooked(model, "patch_resid_mid")
     return patch_activations(model, clean_tokens, corrupt_tokens, metric, "resid_mid", positions=positions,
                              layers=layers, batch_size=batch_size, memory_budget=memory_budget, progress=progress)
 
@@ -133,6 +138,7 @@ def patch_attn_out(model, clean_tokens, corrupt_tokens, metric: Metric, *, posit
                    memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch each attention layer's output (``hook_attn_out``) at each position: ``Tensor[layer, pos]``
     (TransformerLens ``get_act_patch_attn_out``)."""
+    model = as_hooked(model, "patch_attn_out")
     return patch_activations(model, clean_tokens, corrupt_tokens, metric, "attn_out", positions=positions,
                              layers=layers, batch_size=batch_size, memory_budget=memory_budget, progress=progress)
 
@@ -142,6 +148,7 @@ def patch_mlp_out(model, clean_tokens, corrupt_tokens, metric: Metric, *, positi
                   memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch each MLP's output (``hook_mlp_out``) at each position: ``Tensor[layer, pos]``
     (TransformerLens ``get_act_patch_mlp_out``)."""
+    model = as_hooked(model, "patch_mlp_out")
     return patch_activations(model, clean_tokens, corrupt_tokens, metric, "mlp_out", positions=positions,
                              layers=layers, batch_size=batch_size, memory_budget=memory_budget, progress=progress)
 
@@ -150,6 +157,7 @@ def patch_mixer_out(model, clean_tokens, corrupt_tokens, metric: Metric, *, posi
                     layers: Sequence[int] | None = None, batch_size: int | None = None,
                     memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch each Mamba mixer's output (``hook_mixer_out``) at each position: ``Tensor[layer, pos]``."""
+    model = as_hooked(model, "patch_mixer_out")
     return patch_activations(model, clean_tokens, corrupt_tokens, metric, "mixer_out", positions=positions,
                              layers=layers, batch_size=batch_size, memory_budget=memory_budget, progress=progress)
 
@@ -161,6 +169,7 @@ def patch_mixer(model, clean_tokens, corrupt_tokens, metric: Metric, component: 
     ``model.components(layer)`` -- ``"x"``, ``"gate"``, ``"conv"``, ``"dt"``, ``"B"``, ``"C"``, ``"ssm_state"``,
     ``"ssm"`` (the scan output y), ``"out"`` (Sharma et al. 2024 trace ``conv``, ``ssm``, ``gate``, ``out``).
     A patched ``ssm_state`` at position p is carried forward by the scan (see :mod:`interp.mamba.model`)."""
+    model = as_hooked(model, "patch_mixer")
     if component not in ("x", "gate", "conv", "dt", "B", "C", "ssm_state", "ssm", "out"):
         raise KeyError(f"component={component!r}: expected one of x, gate, conv, dt, B, C, ssm_state, ssm, out")
     return patch_activations(model, clean_tokens, corrupt_tokens, metric, component, positions=positions,
@@ -172,6 +181,7 @@ def patch_ssm_state(model, clean_tokens, corrupt_tokens, metric: Metric, *, posi
                     memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch the Mamba SSM state ``h_p`` (``hook_ssm_state``) of each layer at each position: ``Tensor[layer, pos]``;
     the scan continues from the patched state (Gu & Dao 2023's recurrence)."""
+    model = as_hooked(model, "patch_ssm_state")
     return patch_activations(model, clean_tokens, corrupt_tokens, metric, "ssm_state", positions=positions,
                              layers=layers, batch_size=batch_size, memory_budget=memory_budget, progress=progress)
 
@@ -189,6 +199,7 @@ def patch_heads(model, clean_tokens, corrupt_tokens, metric: Metric, *, by_pos: 
     """Patch each attention head's output (``hook_z``): ``Tensor[layer, head]`` over all positions, or with
     ``by_pos`` ``Tensor[layer, pos, head]`` (TransformerLens ``get_act_patch_attn_head_out_all_pos`` /
     ``_by_pos``)."""
+    model = as_hooked(model, "patch_heads")
     return _heads(model, clean_tokens, corrupt_tokens, metric, "heads", by_pos, positions, layers, batch_size,
                   memory_budget, progress)
 
@@ -197,6 +208,7 @@ def patch_head_q(model, clean_tokens, corrupt_tokens, metric: Metric, *, by_pos:
                  positions: Sequence[int] | None = None, layers: Sequence[int] | None = None,
                  batch_size: int | None = None, memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch each head's queries (``hook_q``): ``Tensor[layer, head]``, or ``[layer, pos, head]`` with ``by_pos``."""
+    model = as_hooked(model, "patch_head_q")
     return _heads(model, clean_tokens, corrupt_tokens, metric, "q", by_pos, positions, layers, batch_size,
                   memory_budget, progress)
 
@@ -206,6 +218,7 @@ def patch_head_k(model, clean_tokens, corrupt_tokens, metric: Metric, *, by_pos:
                  batch_size: int | None = None, memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch each key head's keys (``hook_k``; kv heads under grouped-query attention): ``Tensor[layer, kv_head]``,
     or ``[layer, pos, kv_head]`` with ``by_pos``."""
+    model = as_hooked(model, "patch_head_k")
     return _heads(model, clean_tokens, corrupt_tokens, metric, "k", by_pos, positions, layers, batch_size,
                   memory_budget, progress)
 
@@ -215,6 +228,7 @@ def patch_head_v(model, clean_tokens, corrupt_tokens, metric: Metric, *, by_pos:
                  batch_size: int | None = None, memory_budget: BudgetLike = None, progress: bool = True) -> Tensor:
     """Patch each value head's values (``hook_v``; kv heads under grouped-query attention): ``Tensor[layer,
     kv_head]``, or ``[layer, pos, kv_head]`` with ``by_pos``."""
+    model = as_hooked(model, "patch_head_v")
     return _heads(model, clean_tokens, corrupt_tokens, metric, "v", by_pos, positions, layers, batch_size,
                   memory_budget, progress)
 
@@ -226,6 +240,7 @@ def patch_head_pattern(model, clean_tokens, corrupt_tokens, metric: Metric, *, b
     """Patch each head's attention pattern (``hook_pattern``): ``Tensor[layer, head]`` (the whole pattern), or with
     ``by_pos`` one query row at a time, ``Tensor[layer, head, dest_pos]`` (TransformerLens
     ``get_act_patch_attn_head_pattern_all_pos`` / ``_by_pos``)."""
+    model = as_hooked(model, "patch_head_pattern")
     key = "pattern_by_dest" if by_pos else "pattern"
     return patch_activations(model, clean_tokens, corrupt_tokens, metric, key, positions=positions, layers=layers,
                              batch_size=batch_size, memory_budget=memory_budget, progress=progress)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from interp.models.loading import as_hooked
 from interp.patching.inputs import pair_tokens
 from interp.patching.metrics import bind_metric, evaluate_metric
 from interp.patching.sites import SiteKind, site_kind
@@ -46,6 +47,7 @@ def attribution_patch(model, clean_tokens, corrupt_tokens, metric, sites: str | 
     on the corrupted run (Nanda 2023); compare it with ``patch_*(...) - metric(corrupted logits).mean()``.
     ``metric(logits) -> Tensor[n]`` as for exact patching; ``batch_size`` prompts per forward/backward pass.
     """
+    model = as_hooked(model, "attribution_patch")
     keys = [sites] if isinstance(sites, str) else list(sites)
     if not keys:
         raise ValueError("sites is empty; pass at least one site keyword, e.g. 'resid'")

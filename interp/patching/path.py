@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from interp.errors import CapabilityError
+from interp.models.loading import as_hooked
 from interp.patching.inputs import pair_tokens
 from interp.patching.metrics import bind_metric, evaluate_metric
 
@@ -70,6 +71,7 @@ def path_patch(model, clean_tokens, corrupt_tokens, metric, senders: Sequence[tu
     should come after the senders; a receiver the senders cannot reach simply keeps its clean value. With
     ``freeze_mlps=False`` MLPs are recomputed in step 1 (paths through MLPs count as direct).
     """
+    model = as_hooked(model, "path_patch")
     if not model.has_attention_heads:
         raise CapabilityError(f"path_patch: this {model.arch} model has no attention heads (senders are heads)")
     clean, corrupt = pair_tokens(model, clean_tokens, corrupt_tokens)

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
+from interp.models.loading import as_hooked
 from interp.models.memory import BudgetLike
 from interp.reports import Result, figure_html, table_html
 from interp.reports.html import escape
@@ -113,6 +114,7 @@ def sweep(model, clean_tokens, corrupt_tokens, metric, site: str = "resid", *, p
           progress: bool = True) -> PatchResult:
     """Activation patching of ``site`` as a :class:`PatchResult` (values as :func:`interp.patching.patch_activations`
     returns them, plus baselines and token strings for the plot and the HTML report)."""
+    model = as_hooked(model, "sweep")
     from interp.patching.activation import run_patching
     from interp.patching.inputs import show_tokens
     from interp.patching.metrics import Metric, bind_metric

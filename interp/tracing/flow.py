@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from interp.models.loading import as_hooked
 from interp.reports import Result, figure_html, table_html
 from interp.tracing.knockout import knockout_hooks
 from interp.tracing.subject import prompt_tokens, subject_span
@@ -78,6 +79,7 @@ def information_flow(model, prompt, subject, target=None, *, window: int = 9, ma
     ``subject``: text or a ``(start, stop)`` token span; ``target``: default the model's top prediction;
     ``window``: layers knocked out together (Geva et al. use 9 for GPT-2 XL's 48 layers).
     """
+    model = as_hooked(model, "information_flow")
     tokens = prompt_tokens(model, prompt)
     T, L = tokens.shape[1], model.n_layers
     start, stop = subject_span(model, tokens, subject)

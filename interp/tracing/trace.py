@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from interp.models.loading import as_hooked
 from interp.models.memory import BudgetLike
 from interp.patching.engine import Patch, Variant, run_variants
 from interp.patching.metrics import target_prob
@@ -97,6 +98,7 @@ def causal_trace(model, prompt, subject, target=None, *, samples: int = 10, nois
     ``sever`` (with ``site="resid"``): freeze that sublayer at its corrupted value after the restored layer.
     ``layers``: trace only these layers (rows of the result; default all).
     """
+    model = as_hooked(model, "causal_trace")
     tokens = prompt_tokens(model, prompt)
     T = tokens.shape[1]
     layers = model.check_layers(layers)

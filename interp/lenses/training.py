@@ -69,7 +69,7 @@ class TrainConfig:
 
 def corpus_tokens(model, rows: int, context_length: int) -> Tensor:
     """About ``rows`` rows of the builtin stdlib-docstring corpus, packed to ``context_length`` tokens."""
-    from saes.tokens import builtin_corpus, pack_texts
+    from interp.saes.tokens import builtin_corpus, pack_texts
 
     texts = builtin_corpus(max_chars=max(20_000, rows * context_length * 6))
     return pack_texts(texts, model.tokenizer, context_length)

@@ -25,10 +25,10 @@ model = interp.load_model("smollm2")
 prompt = "The Eiffel Tower is located in the city of"
 result = lenses.logit_lens(model, prompt, " Paris")
 result.plot()"""),
-    new_markdown_cell("""Top: the top-1 token of every (layer, position), coloured by its probability (nostalgebraist's figure).
-Bottom: the rank and probability of ` Paris` at the last position, by layer."""),
-    new_code_cell("""for label, rank, prob, top in zip(result.labels, result.answer_rank.tolist(), result.answer_prob.tolist(),
-                                  result.top_tokens):
+    new_markdown_cell("""Top: the top-1 token of every (layer, position), coloured by its probability (nostalgebraist's
+figure). Bottom: the rank and probability of ` Paris` at the last position, by layer."""),
+    new_code_cell("""rows = zip(result.labels, result.answer_rank.tolist(), result.answer_prob.tolist(), result.top_tokens)
+for label, rank, prob, top in rows:
     if label.split("_")[0] in {"0", "10", "15", "20", "24", "27", "29", "final"}:
         print(f"{label:>10}  rank {rank:>6}  P {prob:.3f}  top {top[:3]}")
 print("top-1 from", result.labels[result.first_layer_top()])"""),

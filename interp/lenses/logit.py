@@ -201,4 +201,5 @@ class LogitLensResult(Result):
                                             self.top_tokens)]
         head = f"position {self.position} ({self.str_tokens[self.position]!r}), answer {self.answer!r}"
         return [("Figure", figure_html(self.plot())),
-                ("By layer: " + head, table_html(rows, ["layer", "rank", "P(answer)", f"top {len(self.top_tokens[0])}"]))]
+                ("By layer: " + head,
+                 table_html(rows, ["layer", "rank", "P(answer)", f"top {len(self.top_tokens[0])}"]))]

@@ -160,7 +160,8 @@ class TunedLens(nn.Module):
             raise ValueError(f"this tuned lens has {self.n_layers} translators of d_model {self.d_model}; the model "
                              f"given has {model.n_layers} layers of d_model {model.d_model}: it was made for "
                              f"{_describe(want)}, not for {_describe(have)}")
-        diff = [k for k in ("arch", "n_layers", "d_model", "d_vocab", "fingerprint") if k in want and want[k] != have[k]]
+        keys = ("arch", "n_layers", "d_model", "d_vocab", "fingerprint")
+        diff = [k for k in keys if k in want and want[k] != have[k]]
         if diff:
             raise ValueError(f"this tuned lens was trained for {_describe(want)}; the model given is "
                              f"{_describe(have)} (they differ in {', '.join(diff)}); train a lens for this model "

@@ -1,4 +1,4 @@
-"""``interp lens`` and ``interp tuned-lens`` on a tiny model: files written, JSON equal to the API, errors in one line."""
+"""``interp lens`` and ``interp tuned-lens`` on a tiny model: files written, JSON equal to the API, one-line errors."""
 
 import json
 

@@ -211,8 +211,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(llama, data, tmp_pa
         lenses.TunedLens.train(llama, data, other, checkpoint=tmp_path / "ckpt", progress=False)
 
 
-@pytest.mark.parametrize("kwargs,match", [(dict(steps=0), "steps"), (dict(lr=-1.0), "lr"), (dict(heldout=1.0), "heldout"),
-                                          (dict(batch_size=0), "batch_size")])
+@pytest.mark.parametrize("kwargs,match", [(dict(steps=0), "steps"), (dict(lr=-1.0), "lr"),
+                                          (dict(heldout=1.0), "heldout"), (dict(batch_size=0), "batch_size")])
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         lenses.TrainConfig(**kwargs)

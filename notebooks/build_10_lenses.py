@@ -27,7 +27,8 @@ result = lenses.logit_lens(model, prompt, " Paris")
 result.plot()"""),
     new_markdown_cell("""Top: the top-1 token of every (layer, position), coloured by its probability (nostalgebraist's
 figure). Bottom: the rank and probability of ` Paris` at the last position, by layer."""),
-    new_code_cell("""rows = zip(result.labels, result.answer_rank.tolist(), result.answer_prob.tolist(), result.top_tokens)
+    new_code_cell("""ranks, probs = result.answer_rank.tolist(), result.answer_prob.tolist()
+rows = zip(result.labels, ranks, probs, result.top_tokens)
 for label, rank, prob, top in rows:
     if label.split("_")[0] in {"0", "10", "15", "20", "24", "27", "29", "final"}:
         print(f"{label:>10}  rank {rank:>6}  P {prob:.3f}  top {top[:3]}")

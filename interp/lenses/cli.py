@@ -18,10 +18,10 @@ def _lens(args: argparse.Namespace) -> int:
 
     if not args.out and not args.json:
         raise ValueError("nothing to write: pass --out FILE.html and/or --json FILE.json")
-    model = load_model(args.model)
-    tuned = TunedLens.load(args.tuned, model) if args.tuned else None
     if args.answer is not None and args.answer_id is not None:
         raise ValueError("pass --answer or --answer-id, not both")
+    model = load_model(args.model)
+    tuned = TunedLens.load(args.tuned, model) if args.tuned else None
     answer = args.answer_id if args.answer_id is not None else args.answer
     result = logit_lens(model, args.prompt, answer, position=args.position, top_k=args.top_k, lens=tuned)
     if args.out:

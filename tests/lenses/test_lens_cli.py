@@ -53,5 +53,5 @@ def test_tuned_lens_ci_sizes(tiny_dir, tmp_path, monkeypatch, capsys):
 def test_lens_errors(tiny_dir, tmp_path, monkeypatch, capsys, extra, message):
     monkeypatch.chdir(tmp_path)
     assert main(["lens", "--model", str(tiny_dir("llama")), "--prompt", PROMPT, *extra]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("interp lens: error:") and message in err
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after any loading bars
+    assert last.startswith("interp lens: error:") and message in last

@@ -136,3 +136,11 @@ def test_smollm2_paris(smollm2):
     assert int(result.answer_rank[0]) > 100  # the embedding alone does not predict it
     first = result.first_layer_top()
     assert first is not None and 10 < first < smollm2.n_layers + 1
+
+
+def test_page_renders_offline(models, tmp_path, chromium):
+    from interp.reports.browser import render
+
+    page = lenses.logit_lens(models("mamba2"), PROMPT).save_html(tmp_path / "lens.html")
+    shown = render(page, out_dir=tmp_path)
+    assert shown.plotly_figures() >= 1 and shown.ink_fraction() > 0.01

@@ -101,7 +101,7 @@ def test_result_json_plot_and_page(models, tmp_path):
     assert kinds == ["heatmap", "scatter", "scatter"]
     assert list(fig.data[0].y) == result.labels and len(fig.data[0].x) == len(result.str_tokens)
     page = result.save_html(tmp_path / "lens.html").read_text()
-    assert "Plotly.newPlot" in page and "cdn.plot.ly" not in page and "P(answer)" in page
+    assert "Plotly.newPlot" in page and "P(answer)" in page and "<script src=" not in page
     assert "Plotly.newPlot" in result._repr_html_()
     assert result.first_layer_top() is None or result.answer_rank[result.first_layer_top():].eq(0).all()
 

@@ -19,9 +19,9 @@ def llama(tiny_dir):
 
 
 @pytest.fixture(scope="module")
-def data():
+def data(llama):
     g = torch.Generator().manual_seed(3)
-    return torch.randint(0, 200, (12, 10), generator=g)
+    return torch.randint(0, llama.d_vocab, (12, 10), generator=g)
 
 
 def _random_lens(model, scale=0.05):

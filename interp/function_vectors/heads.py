@@ -13,7 +13,7 @@ Speed: every head's condition is a variant of the one batched patching engine (:
 the patch is at the last position, so each variant starts from the cached corrupted residual at its layer and
 computes the last position only (the earlier positions' keys and values are the corrupted run's), and many heads'
 variants share one batched forward. The engine caches the corrupted ``hook_result`` of the patched layers, so the
-layers go through it ``layers_per_pass`` at a time. ``tests/function_vectors/test_heads.py`` checks the result
+layers go through it ``layers_per_pass`` at a time. ``tests/function_vectors/test_fv_heads.py`` checks the result
 against a plain loop of one hooked forward per head.
 """
 

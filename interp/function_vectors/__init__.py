@@ -11,10 +11,24 @@ of a zero-shot prompt, makes the model perform the task.
 from interp.function_vectors.heads import causal_indirect_effects, mean_head_outputs, require_heads
 from interp.function_vectors.result import FunctionVectorResult
 from interp.function_vectors.run import FVConfig, function_vectors
-from interp.function_vectors.tasks import (TASKS, Prompts, Task, Template, icl_prompts, load_pairs, make_task,
-                                           zero_shot_prompts)
-from interp.function_vectors.vector import (accuracy, add_at_last_token, function_vector, layer_sweep,
-                                            random_heads, top_heads)
+from interp.function_vectors.tasks import (
+                                           TASKS,
+                                           Prompts,
+                                           Task,
+                                           Template,
+                                           icl_prompts,
+                                           load_pairs,
+                                           make_task,
+                                           zero_shot_prompts,
+)
+from interp.function_vectors.vector import (
+                                           accuracy,
+                                           add_at_last_token,
+                                           function_vector,
+                                           layer_sweep,
+                                           random_heads,
+                                           top_heads,
+)
 
 __all__ = ["TASKS", "Template", "Task", "Prompts", "load_pairs", "make_task", "icl_prompts", "zero_shot_prompts",
            "require_heads", "mean_head_outputs", "causal_indirect_effects", "top_heads", "random_heads",

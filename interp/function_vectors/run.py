@@ -12,8 +12,14 @@ import torch
 from interp.function_vectors.heads import causal_indirect_effects, mean_head_outputs, require_heads
 from interp.function_vectors.result import FunctionVectorResult
 from interp.function_vectors.tasks import Task, icl_prompts, make_task, zero_shot_prompts
-from interp.function_vectors.vector import (accuracy, add_at_last_token, function_vector, layer_sweep,
-                                            random_heads, top_heads)
+from interp.function_vectors.vector import (
+    accuracy,
+    add_at_last_token,
+    function_vector,
+    layer_sweep,
+    random_heads,
+    top_heads,
+)
 
 __all__ = ["FVConfig", "function_vectors"]
 

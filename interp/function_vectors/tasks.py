@@ -28,7 +28,8 @@ from importlib import resources
 import torch
 from torch import Tensor
 
-__all__ = ["TASKS", "TEMPLATES", "Template", "Task", "Prompts", "load_pairs", "make_task", "icl_prompts", "zero_shot_prompts"]
+__all__ = ["TASKS", "TEMPLATES", "Template", "Task", "Prompts", "load_pairs", "make_task", "icl_prompts",
+           "zero_shot_prompts"]
 
 TASKS = ("antonyms", "country_capital", "next_letter", "next_number")
 """Names of the built-in tasks."""

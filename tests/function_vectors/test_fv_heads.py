@@ -5,8 +5,7 @@ import torch
 
 import interp
 from interp.errors import CapabilityError
-from interp.function_vectors import (causal_indirect_effects, function_vectors, icl_prompts, make_task,
-                                     mean_head_outputs)
+from interp.function_vectors import causal_indirect_effects, function_vectors, icl_prompts, make_task, mean_head_outputs
 
 
 def loop_means(model, tokens):

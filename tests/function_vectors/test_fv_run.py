@@ -7,10 +7,19 @@ import torch
 
 import interp
 from interp.cli import main
-from interp.function_vectors import (FunctionVectorResult, FVConfig, accuracy, add_at_last_token, function_vector,
-                                     function_vectors, make_task, top_heads, zero_shot_prompts)
+from interp.function_vectors import (
+    FunctionVectorResult,
+    FVConfig,
+    accuracy,
+    add_at_last_token,
+    function_vector,
+    function_vectors,
+    make_task,
+    tasks,
+    top_heads,
+    zero_shot_prompts,
+)
 from interp.function_vectors import cli as fv_cli
-from interp.function_vectors import tasks
 
 
 def test_vector_is_the_sum_of_the_top_heads_means_and_is_added_at_the_last_token(tiny_dir):

@@ -35,6 +35,9 @@ NOT_RUN = {
         "the install and test commands: CI (.ci/run) runs `bash .ci/install` and then the test command itself (which "
         "includes this test); `interp heads` is the tour's `heads.detect` (run below) through the CLI, whose tests "
         "are tests/heads/test_report.py and tests/heads/test_defaults.py",
+    "interp tuned-lens --model smollm2 --out smollm2_lens --steps 10 --batch-size 4 --context-length 128 \\":
+        "the measured tuned-lens run behind the table (4.5 minutes); the CLI block above runs the same verb at small "
+        "sizes, and tests/lenses/test_lens_cli.py tests it",
     "python3 -m venv .venv-tl && .venv-tl/bin/python -m pip install uv && .venv-tl/bin/uv pip install \\":
         "the TransformerLens 4.3 comparison benchmark: it builds a second venv (TransformerLens 4.3 cannot share this "
         "one) and runs for many minutes; README: 'not in CI'",
@@ -58,6 +61,14 @@ SMALL = (  # (literal text in README.md, its replacement at the small sizes); ea
     ("d_sae=4096, k=32,\n", "d_sae=512, k=32, batch_size=1024,\n"),
     ("total_tokens=200_000", "total_tokens=4096"),
     ("sentiment_texts(1200)", "sentiment_texts(80)"),
+    # lenses; function vectors
+    ("steps=10, batch_size=4, context_length=128)", "steps=1, batch_size=1, context_length=16, max_rows=10)"),
+    ("--out smollm2_lens --html heldout.html", "--out smollm2_lens --steps 1 --batch-size 1 --context-length 16 "
+     "--max-rows 10 --html heldout.html"),
+    ("icl_prompts(task, model, 100, 10)", "icl_prompts(task, model, 4, 3)"),
+    ("icl_prompts(task, model, 25, 10, shuffle", "icl_prompts(task, model, 2, 3, shuffle"),
+    ('fvec.function_vectors(model, "antonyms")', 'fvec.function_vectors(model, "next_number", fvec.FVConfig('
+     'n_demos=3, n_mean=4, n_cie=2, n_random=1))'),
 )
 
 

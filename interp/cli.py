@@ -16,7 +16,7 @@ __all__ = ["main", "build_parser"]
 
 # Modules that add verbs (each has ``register(subparsers)``); a verb whose module is missing is skipped.
 _VERB_MODULES = ("interp.heads.cli", "interp.patching.cli", "interp.tracing.cli", "interp.probes.cli",
-                 "interp.saes.cli", "interp.lenses.cli", "interp.function_vectors.cli", "interp.editing.cli")
+                 "interp.saes.cli", "interp.lenses.cli", "interp.function_vectors.cli")
 
 
 def _info(args: argparse.Namespace) -> int:

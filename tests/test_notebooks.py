@@ -13,7 +13,7 @@ NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
 def test_there_are_the_workflows():
     assert [p.stem for p in NOTEBOOKS] == ["01_tour", "02_head_discovery", "03_patching", "04_causal_tracing",
-                                           "05_sae", "06_probes", "07_from_transformer_lens", "08_rome",
+                                           "05_sae", "06_probes", "07_from_transformer_lens",
                                            "09_function_vectors", "10_lenses"]
 
 
